@@ -336,6 +336,7 @@ class PretrainedFeatureExtractor(
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True  # file paths
         tags.input_tags.allow_nan = False
+        tags.input_tags.positive_only = True  # pixel intensities
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
         return tags

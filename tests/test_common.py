@@ -1,0 +1,75 @@
+"""scikit-learn's estimator checks over every public estimator.
+
+scikit-learn's checks feed tabular 2-D arrays. Our estimators read a 2-D
+numeric array as rows of flattened *square* grayscale images with pixels in
+[0, 1] (or integer 0-255): the checks' tables with 2, 3, 5 or 10 columns, or
+float values above 1, are refused with a ValueError instead of being
+guessed at. Each such check is listed below with its reason, and the
+contract it covers is tested on real image inputs in
+``tests/test_estimator_contract.py``.
+"""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sktransfer import PretrainedFeatureExtractor
+
+from .conftest import TINY
+
+NOT_SQUARE = (
+    "the check's X has 2, 3, 5 or 10 columns, not a perfect square, so its rows "
+    "are not flattened square images; refused with a ValueError (covered on "
+    "image data in test_estimator_contract.py)"
+)
+NOT_UNIT_RANGE = (
+    "the check's float X exceeds 1, the top of the float pixel range [0, 1]; "
+    "refused with a ValueError rather than rescaled silently (covered on image "
+    "data in test_estimator_contract.py)"
+)
+
+_NOT_SQUARE_CHECKS = [
+    "check_fit_score_takes_y",
+    "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters",
+    "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input",
+    "check_estimators_dtypes",
+    "check_estimators_empty_data_messages",
+    "check_pipeline_consistency",
+    "check_estimators_nan_inf",
+    "check_estimators_pickle",
+    "check_estimators_pickle(readonly_memmap=True)",
+    "check_f_contiguous_array_estimator",
+    "check_transformer_data_not_an_array",
+    "check_transformer_general",
+    "check_transformer_general(readonly_memmap=True)",
+    "check_transformer_preserve_dtypes",
+    "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance",
+    "check_fit2d_1sample",
+    "check_dict_unchanged",
+    "check_fit_idempotent",
+    "check_fit_check_is_fitted",
+    "check_n_features_in",
+    "check_fit2d_predict1d",
+]
+_NOT_UNIT_RANGE_CHECKS = [
+    "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit",
+    "check_dtype_object",
+    "check_fit2d_1feature",
+]
+
+EXPECTED_FAILED_CHECKS = {
+    "PretrainedFeatureExtractor": {
+        **{c: NOT_SQUARE for c in _NOT_SQUARE_CHECKS},
+        **{c: NOT_UNIT_RANGE for c in _NOT_UNIT_RANGE_CHECKS},
+    },
+}
+
+
+@parametrize_with_checks(
+    [PretrainedFeatureExtractor(**TINY)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}),
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
