@@ -1,0 +1,130 @@
+"""Backbone registry, weight loading and the real default backbone."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from sktransfer import PretrainedFeatureExtractor, list_backbones
+from sktransfer import _backbones
+from sktransfer._backbones import WeightsError, load_backbone
+from sktransfer._inputs import Preprocess
+
+from .conftest import TINY
+
+
+def test_list_backbones():
+    names = list_backbones()
+    assert names[0] == "efficientnet_lite0"
+    assert "torchvision/resnet50" in names and "timm/resnet50" in names
+    assert list_backbones("torchvision/resnet1*") == ["torchvision/resnet101", "torchvision/resnet152", "torchvision/resnet18"]
+
+
+@pytest.mark.parametrize(
+    "name, suggestion",
+    [("efficientnet_lite", "efficientnet_lite0"), ("torchvision/resnet5", "torchvision/resnet50")],
+)
+def test_unknown_backbone_suggests_close_names(images, name, suggestion):
+    with pytest.raises(ValueError, match=f"Unknown backbone '{name}'.*{suggestion}"):
+        PretrainedFeatureExtractor(backbone=name).fit(images[0])
+
+
+def _top3(backbone, image):
+    pre = Preprocess(backbone.input_size, backbone.mean, backbone.std, backbone.interpolation)
+    x = pre([torch.from_numpy(image).permute(2, 0, 1).contiguous()])
+    with torch.inference_mode():
+        return backbone.model(x).softmax(-1)[0].topk(3).indices.tolist()
+
+
+def test_default_backbone_ranks_real_photos_right():
+    """The proof that the weights, the key mapping and the preprocessing are right."""
+    backbone = load_backbone("efficientnet_lite0")
+    assert backbone.input_size == 224 and backbone.mean == (0.5, 0.5, 0.5)
+    assert backbone.interpolation == "bicubic"
+    cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert cats & set(_top3(backbone, data.chelsea()))
+    assert {967, 968} & set(_top3(backbone, data.coffee()))  # espresso, cup
+
+
+def test_modified_default_weights_are_refused(monkeypatch):
+    monkeypatch.setattr(_backbones, "LITE0_SHA256", "0" * 64)
+    with pytest.raises(WeightsError, match="SHA-256"):
+        load_backbone("efficientnet_lite0")
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_weights_file(tmp_path, images, suffix):
+    X, _ = images
+    ref = PretrainedFeatureExtractor(**TINY).fit(X)
+    path = tmp_path / f"w{suffix}"
+    state = ref.model_.state_dict()  # without the classification head
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    params = dict(TINY, weights=str(path), random_state=123)
+    got = PretrainedFeatureExtractor(**params).fit(X)
+    np.testing.assert_array_equal(got.transform(X), ref.transform(X))
+
+
+def test_weights_that_do_not_fit_name_the_key(tmp_path, images):
+    other = load_backbone("timm/test_resnet", None).model.state_dict()
+    path = tmp_path / "resnet.pth"
+    torch.save(other, path)
+    with pytest.raises(WeightsError, match="key 'conv_stem.weight' is missing"):
+        PretrainedFeatureExtractor(**dict(TINY, weights=str(path))).fit(images[0])
+    state = load_backbone(TINY["backbone"], None).model.state_dict()
+    state["conv_head.weight"] = state["conv_head.weight"][:10]
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match="'conv_head.weight' has shape"):
+        load_backbone(TINY["backbone"], str(path))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_pickled_code_in_weights_never_runs(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_stem.weight": _Payload(str(marker))}, path)
+    with pytest.raises(WeightsError, match="Refusing to load"):
+        load_backbone(TINY["backbone"], str(path))
+    assert not marker.exists()
+
+
+def test_torchvision_offline_error_names_cache_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError) as err:
+        load_backbone("torchvision/resnet18")
+    msg = str(err.value)
+    assert os.path.join(str(tmp_path / "hub"), "checkpoints", "resnet18-f37072fd.pth") in msg
+    assert "weights=" in msg
+
+
+def test_torchvision_and_timm_random_init_work(images):
+    X, _ = images
+    for name in ["torchvision/mobilenet_v3_small", "timm/test_resnet"]:
+        est = PretrainedFeatureExtractor(backbone=name, weights=None, image_size=32).fit(X)
+        assert est.transform(X[:2]).shape == (2, est.n_features_out_)
+        assert est.stages_
+
+
+def test_layers(images):
+    X, _ = images
+    est = PretrainedFeatureExtractor(**TINY, layer="stage2").fit(X)
+    assert est.layer_module_ == est.stages_[1]
+    named = PretrainedFeatureExtractor(**TINY, layer=est.stages_[1]).fit(X)
+    np.testing.assert_array_equal(est.transform(X), named.transform(X))
+    with pytest.raises(ValueError, match="stage1..stage"):
+        PretrainedFeatureExtractor(**TINY, layer="stage99").fit(X)
+    with pytest.raises(ValueError, match="Close module names.*conv_head"):
+        PretrainedFeatureExtractor(**TINY, layer="conv_haed").fit(X)

@@ -1,0 +1,140 @@
+"""The extractor inside scikit-learn workflows, and its embedding cache."""
+
+import os
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sktransfer import PretrainedFeatureExtractor
+from sktransfer import _cache
+
+from .conftest import TINY
+
+
+def test_pipeline_grid_search_over_nested_params(png_files):
+    paths, y = png_files
+    pipe = make_pipeline(PretrainedFeatureExtractor(**TINY), StandardScaler(),
+                         LogisticRegression())
+    grid = GridSearchCV(
+        pipe,
+        {
+            "pretrainedfeatureextractor__layer": ["pooled", "stage2"],
+            "logisticregression__C": [0.1, 1.0],
+        },
+        cv=3,
+    )
+    grid.fit(paths, y)
+    assert set(grid.best_params_) == {"pretrainedfeatureextractor__layer", "logisticregression__C"}
+    assert grid.predict(paths).shape == (len(paths),)
+    assert grid.score(paths, y) > 0.9  # the two classes are visually distinct
+    scores = cross_val_score(pipe, np.array(paths), y, cv=3)
+    assert scores.shape == (3,)
+
+
+def test_column_transformer_with_image_and_tabular_columns(png_files):
+    paths, y = png_files
+    df = pd.DataFrame({"image": paths, "age": np.arange(len(y), dtype=float),
+                       "temp": np.linspace(0, 1, len(y))})
+    ct = ColumnTransformer([
+        ("img", PretrainedFeatureExtractor(**TINY), ["image"]),
+        ("num", StandardScaler(), ["age", "temp"]),
+    ])
+    Xt = ct.fit_transform(df)
+    n_img = ct.named_transformers_["img"].n_features_out_
+    assert Xt.shape == (len(y), n_img + 2)
+    names = ct.get_feature_names_out()
+    assert names[0] == "img__pretrainedfeatureextractor0" and names[-1] == "num__temp"
+    ext = ct.named_transformers_["img"]
+    assert list(ext.feature_names_in_) == ["image"] and ext.n_features_in_ == 1
+    model = make_pipeline(ct, StandardScaler(), LogisticRegression(max_iter=500)).fit(df, y)
+    assert model.score(df, y) > 0.9
+
+
+def test_set_output_pandas(images):
+    X, _ = images
+    est = PretrainedFeatureExtractor(**TINY).set_output(transform="pandas")
+    out = est.fit_transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == list(est.get_feature_names_out())
+    assert out.dtypes.iloc[0] == np.float32
+
+
+class _Counter:
+    def __init__(self, est):
+        self.n = 0
+        self._forward = est._forward
+
+    def __call__(self, batch):
+        self.n += len(batch)
+        return self._forward(batch)
+
+
+def test_cache_returns_identical_features_and_skips_work(tmp_path, png_files):
+    paths, _ = png_files
+    plain = PretrainedFeatureExtractor(**TINY).fit(paths)
+    ref = plain.transform(paths)
+    est = PretrainedFeatureExtractor(**TINY, memory=str(tmp_path / "c")).fit(paths)
+    np.testing.assert_array_equal(est.transform(paths[:5]), ref[:5])
+    _cache.clear_memo()  # force reads from disk
+    est._forward = counter = _Counter(est)
+    np.testing.assert_array_equal(est.transform(paths), ref)
+    assert counter.n == len(paths) - 5  # only the new images were embedded
+    counter.n = 0
+    np.testing.assert_array_equal(est.transform(paths[::-1]), ref[::-1])
+    assert counter.n == 0
+    leftovers = [f for _, _, files in os.walk(tmp_path) for f in files if f.startswith(".tmp")]
+    assert not leftovers
+
+
+def test_cache_is_keyed_by_content_not_path(tmp_path, png_files):
+    paths, _ = png_files
+    copy = tmp_path / "renamed.png"
+    copy.write_bytes(open(paths[3], "rb").read())
+    est = PretrainedFeatureExtractor(**TINY, memory=joblib.Memory(tmp_path / "c", verbose=0))
+    est.fit(paths)
+    est.transform(paths)
+    est._forward = counter = _Counter(est)
+    est.transform([str(copy)])
+    assert counter.n == 0
+
+
+def test_cache_never_mixes_settings(tmp_path, images):
+    X, _ = images
+    mem = str(tmp_path / "c")
+    for params in [{}, {"layer": "stage2"}, {"image_size": 48}, {"precision": "float32"},
+                   {"random_state": 1}]:
+        cached = PretrainedFeatureExtractor(**{**TINY, **params}, memory=mem).fit(X)
+        fresh = PretrainedFeatureExtractor(**{**TINY, **params}).fit(X)
+        cached.transform(X)  # fill
+        np.testing.assert_array_equal(cached.transform(X), fresh.transform(X), err_msg=str(params))
+    roots = os.listdir(os.path.join(mem, "sktransfer-embeddings"))
+    assert len(roots) == 5
+
+
+def test_corrupt_cache_entry_is_recomputed(tmp_path, images):
+    X, _ = images
+    mem = tmp_path / "c"
+    est = PretrainedFeatureExtractor(**TINY, memory=str(mem)).fit(X)
+    ref = est.transform(X)
+    for root, _, files in os.walk(mem):
+        for f in files:
+            if f.endswith(".npy"):
+                with open(os.path.join(root, f), "r+b") as fh:
+                    fh.truncate(20)
+    _cache.clear_memo()
+    np.testing.assert_array_equal(est.transform(X), ref)
+
+
+def test_memory_is_pickleable_and_cloneable(tmp_path, images):
+    X, _ = images
+    est = PretrainedFeatureExtractor(**TINY, memory=str(tmp_path)).fit(X)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.transform(X), est.transform(X))
