@@ -65,11 +65,40 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast context for ``dtype``; a no-op for float32."""
+@contextlib.contextmanager
+def autocast_from(model: torch.nn.Module, module_name: str | None,
+                  device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` from module ``module_name`` on; before it, float32.
+
+    bf16 rounding of the input image and of the first, full-resolution stage
+    cost most of the difference to float32 features, while that stage costs
+    little of the time: on EfficientNet-Lite0 / ELPV, keeping the stem and
+    stage 1 in float32 raised the minimum cosine similarity to float32
+    features from 0.990 to 0.996 at 4 % of the speed. ``module_name=None``
+    autocasts the whole forward pass. The context covers one forward pass.
+    """
     if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+        yield
+        return
+    ctx = torch.autocast(device_type=device.type, dtype=dtype)
+    if module_name is None:
+        with ctx:
+            yield
+        return
+    entered = []
+
+    def enter(_module, _args):
+        if not entered:
+            ctx.__enter__()
+            entered.append(True)
+
+    handle = model.get_submodule(module_name).register_forward_pre_hook(enter)
+    try:
+        yield
+    finally:
+        handle.remove()
+        if entered:
+            ctx.__exit__(None, None, None)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

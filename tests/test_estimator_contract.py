@@ -120,3 +120,21 @@ def test_invalid_params_are_reported_in_fit(images):
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
         PretrainedFeatureExtractor(**TINY, device="cuda").fit(X)
+
+
+def test_bf16_starts_after_the_first_stage(images):
+    import torch
+
+    X, _ = images
+    est = PretrainedFeatureExtractor(**TINY, precision="bfloat16").fit(X)
+    dtypes = {}
+    for name in ("conv_stem", est.stages_[0], est.stages_[1], "conv_head"):
+        est.model_.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: dtypes.__setitem__(name, o.dtype))
+    est.transform(X[:2])
+    assert dtypes["conv_stem"] == dtypes[est.stages_[0]] == torch.float32
+    assert dtypes[est.stages_[1]] == dtypes["conv_head"] == torch.bfloat16
+    ref = PretrainedFeatureExtractor(**TINY, precision="float32").fit(X).transform(X)
+    got = est.transform(X)
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.98
