@@ -410,7 +410,8 @@ class Preprocess:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
 
-    def __call__(self, images: list) -> torch.Tensor:
+    def resize(self, images: list) -> torch.Tensor:
+        """Decoded images -> ``(n, 3, size, size)`` float batch in [0, 1]."""
         out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32)
         groups: dict = {}
         for i, t in enumerate(images):
@@ -423,7 +424,14 @@ class Preprocess:
                     antialias=True, align_corners=False,
                 ).clamp_(0, 1)
             out[idx] = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-        return out.sub_(self.mean).div_(self.std)
+        return out
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel ``(x - mean) / std`` of a batch in [0, 1], in place."""
+        return x.sub_(self.mean).div_(self.std)
+
+    def __call__(self, images: list) -> torch.Tensor:
+        return self.normalize(self.resize(images))
 
 
 def _safe_load(source, i, draft):

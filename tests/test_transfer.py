@@ -1,0 +1,176 @@
+"""TransferClassifier and TransferRegressor on tiny offline backbones."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import TransferClassifier, TransferRegressor
+
+from .conftest import TINY, make_images
+
+FAST = dict(TINY, max_epochs=3, batch_size=8)
+
+
+@pytest.fixture
+def data():
+    X, y = make_images(n=24)
+    return X, np.where(y == 1, "defect", "ok")
+
+
+def _bn_state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("augment", ["flips", True, False])
+def test_fit_predict_string_labels(data, augment):
+    X, y = data
+    clf = TransferClassifier(**FAST, augment=augment, lr=3e-3).fit(X, y)
+    assert list(clf.classes_) == ["defect", "ok"]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert set(clf.predict(X)) <= {"defect", "ok"}
+    assert clf.fast_path_ == (augment in ("flips", False))
+    assert 1 <= clf.n_epochs_ <= 3 and "valid_loss" in clf.history_[0]
+
+
+@pytest.mark.parametrize("freeze", ["backbone", 1, 2, "gradual"])
+def test_frozen_parts_do_not_change(data, freeze):
+    """Parameters and BatchNorm buffers of frozen units are unchanged by training."""
+    X, y = data
+    clf = TransferClassifier(**dict(FAST, max_epochs=1), freeze=freeze, augment=True,
+                             warm_start=True, lr=1e-2).fit(X, y)
+    net = clf.model_
+    before = [_bn_state(unit) for unit in net.body]
+    head_before = _bn_state(net.head)
+    clf.set_params(max_epochs=2).fit(X, y)  # continues training the same network
+    stage_units = net.stage_unit_indices(clf.stages_)
+    n_frozen = {"backbone": len(net.body), "gradual": stage_units[-1]}.get(freeze)
+    if n_frozen is None:
+        n_frozen = stage_units[-freeze]
+    for i, unit in enumerate(net.body):
+        after = _bn_state(unit)
+        if not after:  # pooling, activations: nothing to train
+            continue
+        same = all(torch.equal(before[i][k], after[k]) for k in after)
+        assert same == (i < n_frozen), (freeze, net.unit_names[i])
+    assert not all(torch.equal(head_before[k], v) for k, v in _bn_state(net.head).items())
+
+
+def test_same_random_state_same_predictions(data):
+    X, y = data
+    a = TransferClassifier(**FAST, augment=True).fit(X, y).predict_proba(X)
+    b = TransferClassifier(**FAST, augment=True).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pickle_clone_warm_start(data):
+    X, y = data
+    clf = TransferClassifier(**FAST).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    assert not hasattr(clone(clf), "model_")
+    warm = TransferClassifier(**FAST, warm_start=True).fit(X, y)
+    first = {k: v.clone() for k, v in warm.model_.head.state_dict().items()}
+    model = warm.model_
+    warm.fit(X, y)
+    assert warm.model_ is model  # continued, not rebuilt
+    assert any(not torch.equal(first[k], v) for k, v in warm.model_.head.state_dict().items())
+
+
+def test_class_weight_and_sample_weight(data):
+    X, y = data
+    y = y.copy()
+    y[:18] = "ok"  # imbalanced: 3 defects in 24
+    y[[1, 3, 5]] = "defect"
+    y[6:] = "ok"
+    clf = TransferClassifier(**FAST, class_weight="balanced", validation_fraction=None)
+    clf.fit(X, y)
+    assert clf.predict_proba(X).shape == (24, 2)
+    sw = np.ones(len(y))
+    sw[y == "defect"] = 7.0
+    TransferClassifier(**FAST, validation_fraction=None).fit(X, y, sample_weight=sw)
+
+
+def test_pipeline_cross_val_and_grid_search(data):
+    X, y = data
+    pipe = make_pipeline(TransferClassifier(**dict(FAST, max_epochs=1)))
+    scores = cross_val_score(pipe, X, y, cv=2)
+    assert scores.shape == (2,)
+    grid = GridSearchCV(TransferClassifier(**dict(FAST, max_epochs=1)),
+                        {"freeze": ["backbone", 1], "lr": [1e-3, 3e-3]}, cv=2).fit(X, y)
+    assert grid.best_params_["freeze"] in ("backbone", 1)
+
+
+def test_regressor_on_a_real_target():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = digits.images[:80] / 16.0
+    y = X.mean(axis=(1, 2)) * 100  # ink coverage, in percent
+    reg = TransferRegressor(**dict(TINY, max_epochs=6, batch_size=16, lr=3e-3),
+                            freeze="none", augment=False).fit(X, y)
+    pred = reg.predict(X)
+    assert pred.shape == (80,)
+    assert abs(pred.mean() - y.mean()) < y.std()
+    assert reg.score(X, y) > 0.0
+    y2 = np.c_[y, -y]
+    assert TransferRegressor(**FAST).fit(X, y2).predict(X).shape == (80, 2)
+
+
+@pytest.mark.parametrize(
+    "params, X_y, match",
+    [
+        ({}, "short_y", "same length"),
+        ({}, "one_class", "single class"),
+        ({}, "nan_y", "NaN"),
+        ({"freeze": "some"}, None, "freeze"),
+        ({"freeze": 99}, None, "freeze=99"),
+        ({"batch_size": 0}, None, "batch_size"),
+        ({"validation_fraction": 0.01}, None, "without validation samples"),
+    ],
+)
+def test_bad_input(data, params, X_y, match):
+    X, y = data
+    y = y.astype(object)
+    if X_y == "short_y":
+        y = y[:-1]
+    elif X_y == "one_class":
+        y = np.full(len(X), "ok")
+    elif X_y == "nan_y":
+        y = np.where(y == "ok", 0.0, 1.0)
+        y[3] = np.nan
+    with pytest.raises(ValueError, match=match):
+        TransferClassifier(**{**FAST, **params}).fit(X, y)
+
+
+def test_predict_before_fit(data):
+    with pytest.raises(NotFittedError):
+        TransferClassifier(**FAST).predict(data[0])
+
+
+def test_nan_loss_stops_and_keeps_last_good_weights(data, monkeypatch):
+    X, y = data
+    clf = TransferClassifier(**dict(FAST, max_epochs=3, validation_fraction=None,
+                                    augment=False))
+    from sktransfer import _network
+
+    calls = {"n": 0}
+    original = _network.TopNetwork.forward
+
+    def poisoned(self, x):
+        calls["n"] += 1
+        out = original(self, x)
+        return out * float("nan") if calls["n"] > 3 else out  # epoch 2 (3 batches/epoch)
+
+    monkeypatch.setattr(_network.TopNetwork, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match="NaN or infinite in epoch 2"):
+        clf.fit(X, y)
+    monkeypatch.setattr(_network.TopNetwork, "forward", original)
+    assert np.isfinite(clf.predict_proba(X)).all()
