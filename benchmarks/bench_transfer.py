@@ -101,6 +101,10 @@ def run(name):
                              for row in model.history_]
         result["trainable_parameters"] = sum(
             p.numel() for p in model.model_.parameters() if p.requires_grad)
+    if isinstance(model, TransferClassifier):
+        # kept outside the repository, to re-score without refitting
+        import joblib
+        joblib.dump(model, f"/tmp/sktransfer-bench-{name}.joblib")
     (RESULTS / "transfer").mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"   accuracy {result['accuracy']:.4f}  ROC AUC {result['roc_auc']:.4f}  "

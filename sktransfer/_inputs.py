@@ -78,9 +78,8 @@ class ImageSource:
     memory stays bounded by the batch size.
     """
 
-    def __init__(self, items, n_columns=None):
+    def __init__(self, items):
         self.items = items  # list of path | PIL image | ndarray, or an ndarray stack
-        self.n_columns = n_columns
 
     def __len__(self):
         return len(self.items)
@@ -139,13 +138,10 @@ def check_images(X) -> ImageSource:
     array shapes, NaN/inf, value ranges) so that a bad item is reported
     before any expensive work starts.
     """
-    n_columns = None
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
-        if X.shape[1] == 1 and X.dtypes.iloc[0] == object:
-            X = list(X.iloc[:, 0])
-            n_columns = 1
+        if X.shape[1] == 1 and X.dtypes.iloc[0].kind not in "biuf":
+            X = list(X.iloc[:, 0])  # an image column: paths, PIL images, arrays
         else:
-            n_columns = X.shape[1]
             X = X.to_numpy()
     elif hasattr(X, "iloc"):  # pandas Series
         X = list(X)
@@ -162,7 +158,7 @@ def check_images(X) -> ImageSource:
     if not isinstance(X, (np.ndarray, list, tuple)) and hasattr(X, "__array__"):
         X = np.asarray(X)
     if isinstance(X, np.ndarray) and X.dtype.kind not in "OUS":
-        return _check_array_stack(X, n_columns)
+        return _check_array_stack(X)
     if isinstance(X, np.ndarray):
         X = list(X.ravel()) if X.ndim == 2 and X.shape[1] == 1 else list(X)
     if not isinstance(X, (list, tuple)):
@@ -182,7 +178,7 @@ def check_images(X) -> ImageSource:
         except ValueError:
             arr = None
         if arr is not None and arr.dtype != object:
-            return _check_array_stack(arr, n_columns)
+            return _check_array_stack(arr)
     items, problems = [], []
     for i, x in enumerate(X):
         try:
@@ -191,7 +187,7 @@ def check_images(X) -> ImageSource:
             problems.append((i, _short(x), str(exc)))
     if problems:
         raise ImageError(problems)
-    return ImageSource(items, n_columns)
+    return ImageSource(items)
 
 
 def _check_item(x):
@@ -222,7 +218,7 @@ def _check_item(x):
     )
 
 
-def _check_array_stack(X: np.ndarray, n_columns) -> ImageSource:
+def _check_array_stack(X: np.ndarray) -> ImageSource:
     if X.ndim == 2 and X.shape[0] > 0:
         side = math.isqrt(X.shape[1])
         if side * side != X.shape[1] or X.shape[1] == 0:
@@ -232,7 +228,6 @@ def _check_array_stack(X: np.ndarray, n_columns) -> ImageSource:
                 f"{X.shape[1]} is not a perfect square. Reshape X to "
                 "(n_samples, height, width) or (n_samples, height, width, channels)."
             )
-        n_columns = X.shape[1] if n_columns is None else n_columns
         X = X.reshape(X.shape[0], side, side)
     if X.ndim not in (3, 4):
         raise ValueError(
@@ -243,16 +238,16 @@ def _check_array_stack(X: np.ndarray, n_columns) -> ImageSource:
     if X.shape[0] == 0:
         raise ValueError("X is empty: at least one image is required.")
     _check_pixels(X, single=False)
-    return ImageSource(X, n_columns)
+    return ImageSource(X)
 
 
 def _check_pixels(X: np.ndarray, single: bool) -> None:
     """Check shape, dtype and values of a stack ``(n, H, W[, C])``."""
     where = "" if single else " of X"
-    if X.ndim not in (3, 4):
+    if X.ndim not in (3, 4):  # only reachable for a single item
         raise ValueError(
-            f"array of shape {X.shape[1:] if not single else X.shape[1:]} is not "
-            "an image: expected (height, width) or (height, width, channels)"
+            f"array of shape {X.shape} is not an image: expected (height, width) "
+            "or (height, width, channels)"
         )
     if X.ndim == 4 and X.shape[3] not in (1, 3, 4):
         raise ValueError(

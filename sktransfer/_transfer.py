@@ -25,6 +25,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from . import _device
 from ._backbones import DEFAULT_BACKBONE, load_backbone
@@ -132,7 +133,7 @@ class _NonFiniteLoss(Exception):
         self.epoch = epoch
 
 
-def _callbacks(est, n_train_steps, has_valid, gradual_units, network):
+def _callbacks(est, group_lrs, n_train_steps, has_valid, gradual_units, network, last_good):
     from skorch.callbacks import (
         Callback,
         EarlyStopping,
@@ -146,7 +147,7 @@ def _callbacks(est, n_train_steps, has_valid, gradual_units, network):
         """Copy of the weights after each finished epoch, for NaN recovery."""
 
         def on_epoch_end(self, net, **kwargs):
-            est._last_good = copy.deepcopy(network.state_dict())
+            last_good["state"] = copy.deepcopy(network.state_dict())
 
     class GradualUnfreeze(Callback):
         """Head first, then one more stage per epoch, deepest first."""
@@ -164,24 +165,30 @@ def _callbacks(est, n_train_steps, has_valid, gradual_units, network):
     if gradual_units:
         callbacks.append(("gradual_unfreeze", GradualUnfreeze()))
     callbacks.append(("lr_schedule", LRScheduler(
-        policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=est._group_lrs, total_steps=max(n_train_steps, 1),
+        policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=group_lrs, total_steps=max(n_train_steps, 1),
         pct_start=0.15, anneal_strategy="cos", div_factor=25.0, step_every="batch",
     )))
     if has_valid and est._is_classifier:
         callbacks.append(("valid_acc", EpochScoring(
-            _valid_accuracy, lower_is_better=False, name="valid_acc")))
+            _valid_accuracy, lower_is_better=False, name="valid_acc",
+            target_extractor=lambda yw: yw[0].numpy())))
     if has_valid and est.patience is not None:
+        # Classifiers stop on validation accuracy: under a one-cycle schedule
+        # the validation loss of an over-confident model rises while its
+        # accuracy still improves (seen on ELPV: best loss at epoch 1).
+        monitor = "valid_acc" if est._is_classifier else "valid_loss"
         callbacks.append(("early_stopping", EarlyStopping(
-            monitor="valid_loss", patience=est.patience, load_best=True,
+            monitor=monitor, lower_is_better=monitor == "valid_loss",
+            patience=est.patience, load_best=True,
             sink=print if est.verbose else (lambda *a, **k: None))))
     if est.verbose and sys.stderr.isatty():
         callbacks.append(("progress", ProgressBar()))
     return callbacks
 
 
-def _valid_accuracy(net, X, y=None):
+def _valid_accuracy(net, X, y):
     preds = torch.cat([yp.argmax(1).cpu() for yp in net.forward_iter(X, training=False)])
-    return float((preds.numpy() == np.asarray(X.targets)).mean())
+    return float((preds.numpy() == np.asarray(y)).mean())
 
 
 # --------------------------------------------------------------------------
@@ -209,6 +216,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         "device": [str, torch.device],
         "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
         "n_jobs": [Integral, None],
+        "tta": ["boolean", StrOptions({"auto"})],
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -230,10 +238,11 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         max_grad_norm=1.0,
         dropout=0.2,
         validation_fraction=0.1,
-        patience=4,
+        patience=5,
         device="auto",
         precision="auto",
         n_jobs=None,
+        tta=False,
         warm_start=False,
         verbose=0,
         random_state=None,
@@ -255,6 +264,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.n_jobs = n_jobs
+        self.tta = tta
         self.warm_start = warm_start
         self.verbose = verbose
         self.random_state = random_state
@@ -337,6 +347,21 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         self.model_.eval()
         return self
 
+    def _use_tta(self):
+        return self.tta is True or (self.tta == "auto" and self.augment == "flips")
+
+    def _training_dtype(self):
+        """bf16 autocast for training on CUDA; float32 on the CPU.
+
+        On a CPU with AMX/AVX512-BF16, bf16 doubles inference speed (used for
+        the frozen part) but measured no faster than float32 for a training
+        step of EfficientNet-Lite0's top stages, so training keeps float32.
+        """
+        dtype = getattr(torch, self.precision_)
+        if self.device_.type == "cpu" and self.precision == "auto":
+            return torch.float32
+        return dtype
+
     def _continuing(self):
         return self.warm_start and hasattr(self, "model_")
 
@@ -365,19 +390,23 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         """Outputs of the frozen units, computed once per view (the fast path)."""
         trunk = network.body[: network.n_frozen].eval()
         dtype = getattr(torch, self.precision_)
-        feats = []
-        for view in views:
-            chunks = []
-            for _, batch in iter_batches(source, idx, self.batch_size, preprocess, self.n_jobs):
-                x = view(batch).to(self.device_).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode(), _device.autocast_from(trunk, None, self.device_,
-                                                                   dtype):
-                    # stored in bf16 under bf16 autocast: half the memory
-                    chunks.append(trunk(x).to("cpu", dtype=torch.float32 if dtype ==
-                                              torch.float32 else torch.bfloat16))
-            feats.append(torch.cat(chunks))
+        # Stored in bf16 under bf16 autocast: half the memory.
+        store = torch.float32 if dtype == torch.float32 else torch.bfloat16
+        chunks = [[] for _ in views]
+        bar = tqdm(total=len(idx), unit="img", disable=not self.verbose,
+                   desc="frozen part, once", file=sys.stderr)
+        with bar:
+            for _, batch in iter_batches(source, idx, self.batch_size, preprocess,
+                                         self.n_jobs):
+                for v, view in enumerate(views):  # decode once, every view
+                    x = view(batch).to(self.device_)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.inference_mode(), _device.autocast_from(
+                            trunk, None, self.device_, dtype):
+                        chunks[v].append(trunk(x).to("cpu", dtype=store))
+                bar.update(len(batch))
         n_views = len(views)
-        X = torch.cat(feats)
+        X = torch.cat([torch.cat(c) for c in chunks])
         if X.ndim == 4:
             X = X.contiguous(memory_format=torch.channels_last)
         rep = np.tile(np.asarray(idx), n_views)
@@ -390,8 +419,9 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         body = "top" if isinstance(module, TopNetwork) else "body"
         has_body = any(n.startswith(body + ".") for n, _ in module.named_parameters())
         groups = [(f"{body}.*", {"lr": self.lr * self.backbone_lr_mult})] if has_body else []
-        self._group_lrs = [self.lr * self.backbone_lr_mult] * bool(has_body) + [self.lr]
+        group_lrs = [self.lr * self.backbone_lr_mult] * bool(has_body) + [self.lr]
         steps = self.max_epochs * int(np.ceil(len(train_ds) / self.batch_size))
+        last_good = {"state": copy.deepcopy(network.state_dict())}
         Trainer = _skorch_net_class()
         net = Trainer(
             module=module,
@@ -404,17 +434,16 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
             train_split=predefined_split(valid_ds) if valid_ds is not None else None,
-            callbacks=_callbacks(self, steps, valid_ds is not None, gradual_units, network),
+            callbacks=_callbacks(self, group_lrs, steps, valid_ds is not None, gradual_units,
+                                 network, last_good),
             device=str(self.device_),
             verbose=int(bool(self.verbose)),
-            autocast_dtype=getattr(torch, self.precision_),
+            autocast_dtype=self._training_dtype(),
         )
-        self._last_good = copy.deepcopy(network.state_dict())
         try:
             net.fit(train_ds, None)
         except _NonFiniteLoss as exc:
-            network.load_state_dict(self._last_good)
-            del self._last_good
+            network.load_state_dict(last_good["state"])
             self.history_ = list(net.history)
             raise FloatingPointError(
                 f"The training loss became NaN or infinite in epoch {exc.epoch}; "
@@ -422,7 +451,6 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
                 "kept (the model can still predict). Lower lr, or use "
                 "precision='float32'."
             ) from None
-        del self._last_good
         self.history_ = [dict(row) for row in net.history]
         for row in self.history_:
             row.pop("batches", None)
@@ -438,12 +466,16 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         dtype = getattr(torch, self.precision_)
         out = np.empty((len(source), self._n_outputs), dtype=np.float32)
         self.model_.eval()
+        views = _FLIP_VIEWS if self._use_tta() else _FLIP_VIEWS[:1]
         for start, batch in iter_batches(source, range(len(source)), self.batch_size,
                                          preprocess, self.n_jobs):
-            x = batch.to(self.device_).contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), _device.autocast_from(self.model_, None,
-                                                               self.device_, dtype):
-                out[start:start + len(batch)] = self.model_(x).float().cpu().numpy()
+            total = 0
+            for view in views:
+                x = view(batch).to(self.device_).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode(), _device.autocast_from(self.model_, None,
+                                                                   self.device_, dtype):
+                    total = total + self.model_(x).float().cpu()
+            out[start:start + len(batch)] = (total / len(views)).numpy()
         return out
 
     def __sklearn_tags__(self):
@@ -515,17 +547,27 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     validation_fraction : float or None, default=0.1
         Fraction of the training data held out (stratified) for early
         stopping; ``None`` trains on everything for ``max_epochs`` epochs.
-    patience : int or None, default=4
-        Epochs without a lower validation loss before stopping; the best
-        epoch's weights are restored. ``None`` disables early stopping.
+    patience : int or None, default=5
+        Epochs without a better validation accuracy before stopping; the
+        best epoch's weights are restored. ``None`` disables early stopping.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn.
+    label_smoothing : float, default=0.1
+        Label smoothing of the cross-entropy loss.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
         ``"auto"`` uses CUDA when it is available.
     precision : {"auto", "float32", "bfloat16"}, default="auto"
-        bf16 autocast where the hardware computes bf16 natively.
+        ``"auto"``: bf16 autocast where the hardware computes bf16 natively
+        for inference (the frozen part, predictions) and, on CUDA, training;
+        training steps on the CPU stay float32 (measured no faster in bf16).
+        ``"bfloat16"`` forces bf16 everywhere, ``"float32"`` nowhere.
     n_jobs : int or None, default=None
         Threads decoding image files.
+    tta : bool or "auto", default=False
+        Test-time augmentation: predictions average the logits of the four
+        flips of each image. ``"auto"``: when ``augment="flips"``, the views
+        the model was trained on. Off by default: on ELPV it raised ROC AUC
+        (0.921 -> 0.927) but lowered accuracy at the 0.5 threshold.
     warm_start : bool, default=False
         If True, ``fit`` continues training the fitted network for
         ``max_epochs`` more epochs instead of starting again.
@@ -570,23 +612,25 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     _parameter_constraints = {
         **_TransferBase._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
     }
 
     def __init__(self, *, backbone=DEFAULT_BACKBONE, weights="DEFAULT", freeze=2,
                  image_size=None, augment="flips", max_epochs=12, batch_size=32, lr=1e-3,
                  backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.2,
-                 validation_fraction=0.1, patience=4, class_weight=None, device="auto",
-                 precision="auto", n_jobs=None, warm_start=False, verbose=0,
-                 random_state=None):
+                 validation_fraction=0.1, patience=5, class_weight=None,
+                 label_smoothing=0.1, device="auto", precision="auto", n_jobs=None,
+                 tta=False, warm_start=False, verbose=0, random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, freeze=freeze, image_size=image_size,
             augment=augment, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
             backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay,
             max_grad_norm=max_grad_norm, dropout=dropout,
             validation_fraction=validation_fraction, patience=patience, device=device,
-            precision=precision, n_jobs=n_jobs, warm_start=warm_start, verbose=verbose,
-            random_state=random_state)
+            precision=precision, n_jobs=n_jobs, tta=tta, warm_start=warm_start,
+            verbose=verbose, random_state=random_state)
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -634,7 +678,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
     def _criterion(self):
-        return torch.nn.CrossEntropyLoss(reduction="none")
+        return torch.nn.CrossEntropyLoss(reduction="none",
+                                         label_smoothing=self.label_smoothing)
 
     def _split(self, y_enc, seed):
         n = len(y_enc)

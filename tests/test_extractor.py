@@ -138,3 +138,20 @@ def test_memory_is_pickleable_and_cloneable(tmp_path, images):
     est = PretrainedFeatureExtractor(**TINY, memory=str(tmp_path)).fit(X)
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.transform(X), est.transform(X))
+
+
+def test_default_backbone_pipeline_cross_validates_on_elpv(tmp_path):
+    """Real weights, real data, offline: the quickstart pipeline on 300 ELPV cells."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    from sktransfer.datasets import load_elpv
+
+    paths, probability, cell_type = load_elpv()
+    y = (probability > 0.5).astype(int)
+    idx, _ = train_test_split(np.arange(len(y)), train_size=300, stratify=y, random_state=0)
+    pipe = make_pipeline(PretrainedFeatureExtractor(memory=str(tmp_path)), StandardScaler(),
+                         LogisticRegression(C=0.01, max_iter=2000))
+    scores = cross_val_score(pipe, paths[idx], y[idx],
+                             cv=StratifiedKFold(3, shuffle=True, random_state=0))
+    majority = max(y[idx].mean(), 1 - y[idx].mean())
+    assert scores.mean() > majority + 0.03, (scores, majority)

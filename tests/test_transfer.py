@@ -30,7 +30,9 @@ def _bn_state(module):
 @pytest.mark.parametrize("augment", ["flips", True, False])
 def test_fit_predict_string_labels(data, augment):
     X, y = data
-    clf = TransferClassifier(**FAST, augment=augment, lr=3e-3).fit(X, y)
+    # batch_size=2: the validation split spans several batches
+    clf = TransferClassifier(**{**FAST, "batch_size": 2}, augment=augment, lr=3e-3,
+                             validation_fraction=0.25).fit(X, y)
     assert list(clf.classes_) == ["defect", "ok"]
     proba = clf.predict_proba(X)
     assert proba.shape == (len(X), 2)
@@ -38,6 +40,7 @@ def test_fit_predict_string_labels(data, augment):
     assert set(clf.predict(X)) <= {"defect", "ok"}
     assert clf.fast_path_ == (augment in ("flips", False))
     assert 1 <= clf.n_epochs_ <= 3 and "valid_loss" in clf.history_[0]
+    assert 0 <= clf.history_[-1]["valid_acc"] <= 1
 
 
 @pytest.mark.parametrize("freeze", ["backbone", 1, 2, "gradual"])
@@ -174,3 +177,33 @@ def test_nan_loss_stops_and_keeps_last_good_weights(data, monkeypatch):
         clf.fit(X, y)
     monkeypatch.setattr(_network.TopNetwork, "forward", original)
     assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_test_time_flips_average_the_four_views(data):
+    X, y = data
+    clf = TransferClassifier(**FAST, augment="flips").fit(X, y)
+    with_tta = clf.predict_proba(X)
+    views = [X, X[:, :, ::-1], X[:, ::-1], X[:, ::-1, ::-1]]
+    logits = np.mean([clf.set_params(tta=False)._raw_predict(v) for v in views], axis=0)
+    expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(with_tta, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("Est", [TransferClassifier, TransferRegressor])
+def test_contract_on_images(data, Est):
+    import joblib
+
+    X, y = data
+    y = (y == "defect").astype(float) if Est is TransferRegressor else y
+    est = Est(**FAST)
+    assert not [k for k in vars(est) if k.endswith("_")]
+    params = joblib.hash(est.get_params())
+    with pytest.raises(NotFittedError):
+        est.predict(X)
+    assert est.fit(X, y) is est
+    assert joblib.hash(est.get_params()) == params
+    assert all(k.endswith("_") or k.startswith("_") or k in est.get_params() for k in vars(est))
+    pred = est.predict(X)
+    np.testing.assert_allclose(est.predict(X[::-1]), pred[::-1], rtol=1e-4, atol=1e-5)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(X), pred)
