@@ -107,6 +107,13 @@ def _skorch_net_class():
             super().__init__(*args, **kwargs)
             self.autocast_dtype = autocast_dtype
 
+        def get_all_learnable_params(self):
+            # Every parameter, frozen or not: gradual unfreezing turns
+            # requires_grad on during training, and the optimizer must
+            # already hold those parameters. AdamW skips parameters without
+            # gradients, so frozen ones are neither updated nor decayed.
+            yield from self.module_.named_parameters()
+
         def infer(self, x, **fit_params):
             with _device.autocast_from(self.module_, None, torch.device(self.device),
                                        self.autocast_dtype):

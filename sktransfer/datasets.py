@@ -37,7 +37,7 @@ def load_elpv():
     --------
     >>> from sktransfer.datasets import load_elpv
     >>> paths, probability, cell_type = load_elpv()
-    >>> len(paths), sorted(set(cell_type))
+    >>> len(paths), sorted(set(cell_type.tolist()))
     (2624, ['mono', 'poly'])
     """
     try:

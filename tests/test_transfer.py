@@ -47,8 +47,9 @@ def test_fit_predict_string_labels(data, augment):
 def test_frozen_parts_do_not_change(data, freeze):
     """Parameters and BatchNorm buffers of frozen units are unchanged by training."""
     X, y = data
+    # no validation split: early stopping could restore an earlier epoch
     clf = TransferClassifier(**dict(FAST, max_epochs=1), freeze=freeze, augment=True,
-                             warm_start=True, lr=1e-2).fit(X, y)
+                             warm_start=True, lr=1e-2, validation_fraction=None).fit(X, y)
     net = clf.model_
     before = [_bn_state(unit) for unit in net.body]
     head_before = _bn_state(net.head)
@@ -181,7 +182,7 @@ def test_nan_loss_stops_and_keeps_last_good_weights(data, monkeypatch):
 
 def test_test_time_flips_average_the_four_views(data):
     X, y = data
-    clf = TransferClassifier(**FAST, augment="flips").fit(X, y)
+    clf = TransferClassifier(**FAST, augment="flips", tta=True, precision="float32").fit(X, y)
     with_tta = clf.predict_proba(X)
     views = [X, X[:, :, ::-1], X[:, ::-1], X[:, ::-1, ::-1]]
     logits = np.mean([clf.set_params(tta=False)._raw_predict(v) for v in views], axis=0)
@@ -195,7 +196,7 @@ def test_contract_on_images(data, Est):
 
     X, y = data
     y = (y == "defect").astype(float) if Est is TransferRegressor else y
-    est = Est(**FAST)
+    est = Est(**FAST, precision="float32")  # bf16 results may vary with batch makeup
     assert not [k for k in vars(est) if k.endswith("_")]
     params = joblib.hash(est.get_params())
     with pytest.raises(NotFittedError):
@@ -203,7 +204,8 @@ def test_contract_on_images(data, Est):
     assert est.fit(X, y) is est
     assert joblib.hash(est.get_params()) == params
     assert all(k.endswith("_") or k.startswith("_") or k in est.get_params() for k in vars(est))
-    pred = est.predict(X)
-    np.testing.assert_allclose(est.predict(X[::-1]), pred[::-1], rtol=1e-4, atol=1e-5)
+    out = est.predict_proba if Est is TransferClassifier else est.predict
+    pred = out(X)
+    np.testing.assert_allclose(out(X[::-1]), pred[::-1], rtol=1e-4, atol=1e-5)
     again = pickle.loads(pickle.dumps(est))
-    np.testing.assert_array_equal(again.predict(X), pred)
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
