@@ -54,8 +54,8 @@ def models():
                                                        verbose=1)),
         "freeze_3": ("TransferClassifier(freeze=3)",
                      lambda: TransferClassifier(freeze=3, random_state=0, verbose=1)),
-        "freeze_none": ("TransferClassifier(freeze='none', max_epochs=6, lr=3e-4)",
-                        lambda: TransferClassifier(freeze="none", max_epochs=6, lr=3e-4,
+        "freeze_none": ("TransferClassifier(freeze='none', max_epochs=3, lr=3e-4)",
+                        lambda: TransferClassifier(freeze="none", max_epochs=3, lr=3e-4,
                                                    random_state=0, verbose=1)),
     }
 
