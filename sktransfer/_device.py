@@ -7,7 +7,6 @@ import functools
 
 import torch
 
-DEVICE_OPTIONS = ("auto", "cpu", "cuda")
 PRECISION_OPTIONS = ("auto", "float32", "bfloat16")
 
 
@@ -99,6 +98,19 @@ def autocast_from(model: torch.nn.Module, module_name: str | None,
         handle.remove()
         if entered:
             ctx.__exit__(None, None, None)
+
+
+def infer(model: torch.nn.Module, batch: torch.Tensor, device: torch.device,
+          dtype: torch.dtype, *, autocast_start: str | None = None, forward=None):
+    """One batch through ``model`` the way every estimator predicts.
+
+    On ``device``, channels-last, under :func:`torch.inference_mode` and
+    :func:`autocast_from`; ``forward`` (default: ``model``) maps the input
+    batch to the output, returned as float32.
+    """
+    x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast_from(model, autocast_start, device, dtype):
+        return (forward or model)(x).float()
 
 
 def dtype_name(dtype: torch.dtype) -> str:

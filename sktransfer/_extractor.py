@@ -258,16 +258,16 @@ class PretrainedFeatureExtractor(
         return self.n_features_out_
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        dtype = getattr(torch, self.precision_)
-        x = batch.to(self.device_, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if self.layer_module_ is None:
+            def forward(x):
+                return _pool(self.model_(x))
+        else:
+            def forward(x):
+                return _pool(_run_until(self.model_, self.layer_module_, x))
         start = self.stages_[1] if len(self.stages_) > 1 else None
-        with torch.inference_mode(), _device.autocast_from(self.model_, start, self.device_, dtype):
-            if self.layer_module_ is None:
-                feats = self.model_(x)
-            else:
-                feats = _run_until(self.model_, self.layer_module_, x)
-            return _pool(feats).float().cpu().numpy()
+        feats = _device.infer(self.model_, batch, self.device_, getattr(torch, self.precision_),
+                              autocast_start=start, forward=forward)
+        return feats.cpu().numpy()
 
     def transform(self, X):
         """Embed each image of ``X``.

@@ -406,11 +406,8 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
             for _, batch in iter_batches(source, idx, self.batch_size, preprocess,
                                          self.n_jobs):
                 for v, view in enumerate(views):  # decode once, every view
-                    x = view(batch).to(self.device_)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    with torch.inference_mode(), _device.autocast_from(
-                            trunk, None, self.device_, dtype):
-                        chunks[v].append(trunk(x).to("cpu", dtype=store))
+                    out = _device.infer(trunk, view(batch), self.device_, dtype)
+                    chunks[v].append(out.to("cpu", dtype=store))
                 bar.update(len(batch))
         n_views = len(views)
         X = torch.cat([torch.cat(c) for c in chunks])
@@ -476,13 +473,9 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         views = _FLIP_VIEWS if self._use_tta() else _FLIP_VIEWS[:1]
         for start, batch in iter_batches(source, range(len(source)), self.batch_size,
                                          preprocess, self.n_jobs):
-            total = 0
-            for view in views:
-                x = view(batch).to(self.device_).contiguous(memory_format=torch.channels_last)
-                with torch.inference_mode(), _device.autocast_from(self.model_, None,
-                                                                   self.device_, dtype):
-                    total = total + self.model_(x).float().cpu()
-            out[start:start + len(batch)] = (total / len(views)).numpy()
+            logits = [_device.infer(self.model_, view(batch), self.device_, dtype).cpu()
+                      for view in views]
+            out[start:start + len(batch)] = torch.stack(logits).mean(0).numpy()
         return out
 
     def __sklearn_tags__(self):
