@@ -284,7 +284,7 @@ _LITE0_TOP = {
 }
 
 
-def map_lite0_keys(state: dict, model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def map_lite0_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Rename an original EfficientNet-Lite0 state dict to timm's layout.
 
     The flat block index ``_blocks.<i>`` becomes ``blocks.<stage>.<j>`` using

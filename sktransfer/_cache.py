@@ -15,6 +15,7 @@ corrupt entry behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ FORMAT_VERSION = 1
 # Recently read or written embeddings, shared by every estimator of this
 # process: a grid search clones the extractor for each candidate, and each
 # clone would otherwise reread the same files.
-_MEMO: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_MEMO: OrderedDict[tuple, np.ndarray] = OrderedDict()
 _MEMO_BYTES = [0]
 MEMO_LIMIT_BYTES = 1 << 30
 
@@ -122,7 +123,5 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _unlink(path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

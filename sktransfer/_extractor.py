@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from . import _device
 from ._backbones import DEFAULT_BACKBONE, drop_head, load_backbone
 from ._cache import EmbeddingCache
-from ._inputs import Preprocess, check_images, iter_batches
+from ._inputs import ImageError, ImageWarning, Preprocess, check_images, iter_batches
 from ._persistence import TorchModelPickleMixin, check_input_columns
 
 
@@ -91,6 +92,15 @@ class PretrainedFeatureExtractor(
         Directory of the embedding cache. Each image is then embedded once
         per set of settings, keyed by the hash of its content, so a grid
         search over the downstream model never embeds an image twice.
+    on_error : {"raise", "nan"}, default="raise"
+        What an image that cannot be read or decoded (missing, empty,
+        truncated or not an image file, a refused decompression bomb, a bad
+        item in a list) does. ``"raise"``: one :class:`ImageError` listing
+        every bad item with its index and reason, and no output. ``"nan"``:
+        its row of features is NaN, and an :class:`ImageWarning` lists the
+        bad items, so rows stay aligned with ``y`` and a ``SimpleImputer``
+        or ``HistGradientBoostingClassifier`` downstream can cope. A
+        numeric array stack with NaN or out-of-range pixels always raises.
     verbose : int, default=0
         Show a progress bar while transforming when > 0.
     random_state : int, RandomState instance or None, default=None
@@ -154,6 +164,7 @@ class PretrainedFeatureExtractor(
         "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
         "n_jobs": [Integral, None],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "on_error": [StrOptions({"raise", "nan"})],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -170,6 +181,7 @@ class PretrainedFeatureExtractor(
         precision="auto",
         n_jobs=None,
         memory=None,
+        on_error="raise",
         verbose=0,
         random_state=None,
     ):
@@ -182,6 +194,7 @@ class PretrainedFeatureExtractor(
         self.precision = precision
         self.n_jobs = n_jobs
         self.memory = memory
+        self.on_error = on_error
         self.verbose = verbose
         self.random_state = random_state
 
@@ -205,7 +218,7 @@ class PretrainedFeatureExtractor(
             The fitted extractor.
         """
         check_input_columns(self, X, reset=True)
-        check_images(X)
+        check_images(X, skipped=[] if self.on_error == "nan" else None)
         seed = check_random_state(self.random_state).randint(2**31 - 1)
         backbone = load_backbone(self.backbone, self.weights, seed=seed)
         self.stages_ = list(backbone.stages)
@@ -284,36 +297,47 @@ class PretrainedFeatureExtractor(
         """
         check_is_fitted(self)
         check_input_columns(self, X, reset=False)
-        source = check_images(X)
+        problems = []
+        source = check_images(X, skipped=problems)
         n = len(source)
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
+        bad = {i for i, _, _ in problems}
+        todo = [i for i in range(n) if i not in bad]
         cache = self._cache()
         if cache is not None:
-            keys = [source.content_key(i) for i in range(n)]
-            todo = []
-            for i, key in enumerate(keys):
-                vec = cache.get(key)
+            keys = {i: source.content_key(i) for i in todo}
+            missing = []
+            for i in todo:
+                vec = cache.get(keys[i])
                 if vec is None:
-                    todo.append(i)
+                    missing.append(i)
                 else:
                     out[i] = vec
-        else:
-            todo = list(range(n))
-        if not todo:
-            return out
+            todo = missing
         preprocess = Preprocess(**self.preprocess_)
-        bar = tqdm(total=len(todo), unit="img", disable=not self.verbose,
+        unreadable = []
+        bar = tqdm(total=len(todo), unit="img", disable=not self.verbose or not todo,
                    desc=type(self).__name__)
         with bar:
-            for start, batch in iter_batches(source, todo, self.batch_size,
-                                             preprocess, self.n_jobs):
-                rows = todo[start:start + len(batch)]
+            for pos, batch in iter_batches(source, todo, self.batch_size,
+                                           preprocess, self.n_jobs, skipped=unreadable):
+                if self.on_error == "raise" and (problems or unreadable):
+                    continue  # no output will be returned: only list the bad items
+                rows = [todo[p] for p in pos]
                 feats = self._forward(batch)
                 out[rows] = feats
                 if cache is not None:
                     for i, vec in zip(rows, feats):
                         cache.put(keys[i], vec)
                 bar.update(len(rows))
+        problems = sorted(problems + unreadable)
+        if problems and self.on_error == "raise":
+            raise ImageError(problems)
+        if problems:
+            out[[i for i, _, _ in problems]] = np.nan
+            warnings.warn(
+                f"{ImageError(problems)}\nTheir rows are NaN (on_error='nan').",
+                ImageWarning, stacklevel=2)
         return out
 
     def _cache(self):

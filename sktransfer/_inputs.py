@@ -56,9 +56,15 @@ class ImageError(ValueError):
         super().__init__("\n".join(lines))
 
 
+class ImageWarning(UserWarning):
+    """Warns of images left out or replaced (``on_error="nan"``)."""
+
+
 def _short(item) -> str:
     if isinstance(item, (str, os.PathLike)):
-        return repr(os.fspath(item))
+        return repr(str(os.fspath(item)))  # str(): a numpy string's repr names its type
+    if isinstance(item, _BadItem):
+        return _short(item.item)
     if isinstance(item, np.ndarray):
         return f"array{item.shape}"
     if isinstance(item, Image.Image):
@@ -92,6 +98,8 @@ class ImageSource:
             return decode_bytes(data, draft)
         if isinstance(item, Image.Image):
             return _pil_to_tensor(item)
+        if isinstance(item, _BadItem):
+            raise ValueError(item.reason)
         return _array_to_tensor(item)
 
     def content_key(self, i: int) -> str:
@@ -130,12 +138,15 @@ def _file_digest(path: str) -> str:
     return digest
 
 
-def check_images(X) -> ImageSource:
+def check_images(X, skipped=None) -> ImageSource:
     """Validate ``X`` and wrap it as an :class:`ImageSource`.
 
     Cheap checks happen here for every item at once (existence of files,
     array shapes, NaN/inf, value ranges) so that a bad item is reported
-    before any expensive work starts.
+    before any expensive work starts. Bad items raise one
+    :class:`ImageError`, unless ``skipped`` is a list: then
+    ``(index, item, reason)`` of each is appended to it, and loading that
+    item raises ``ValueError`` with the same reason.
     """
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
         if X.shape[1] == 1 and X.dtypes.iloc[0].kind not in "biuf":
@@ -184,9 +195,20 @@ def check_images(X) -> ImageSource:
             items.append(_check_item(x))
         except (ValueError, TypeError) as exc:
             problems.append((i, _short(x), str(exc)))
-    if problems:
+            items.append(_BadItem(str(exc), x))
+    if problems and skipped is None:
         raise ImageError(problems)
+    if skipped is not None:
+        skipped.extend(problems)
     return ImageSource(items)
+
+
+class _BadItem:
+    """Stands for an item that failed validation, when bad items are skipped."""
+
+    def __init__(self, reason, item):
+        self.reason = reason
+        self.item = item
 
 
 def _check_item(x):
@@ -437,35 +459,44 @@ def _safe_load(source, i, draft):
 
 
 def iter_batches(source: ImageSource, indices, batch_size: int,
-                 preprocess: Preprocess, n_jobs: int | None = None):
+                 preprocess: Preprocess, n_jobs: int | None = None, skipped=None):
     """Yield ``(positions, batch)`` for ``indices`` of ``source``.
 
+    ``positions`` are offsets into ``indices`` of the images in ``batch``.
     Images are decoded in a thread pool of ``n_jobs`` workers (decoders
     release the GIL), one batch ahead of the consumer. Memory is bounded by
-    two batches, never by ``len(indices)``. After the first unreadable image
-    no more batches are yielded, but every remaining image is still decoded
-    so the final :class:`ImageError` lists all of them at once.
+    two batches, never by ``len(indices)``.
+
+    Unreadable images: by default, after the first one no more batches are
+    yielded, but every remaining image is still decoded so that the final
+    :class:`ImageError` lists all of them at once. If ``skipped`` is a list,
+    they are left out of the batches and ``(index, item, reason)`` of each is
+    appended to it instead.
     """
     indices = list(indices)
-    chunks = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
+    chunks = [range(s, min(s + batch_size, len(indices)))
+              for s in range(0, len(indices), batch_size)]
     workers = _n_workers(n_jobs)
     problems = []
     draft = preprocess.size
     with ThreadPoolExecutor(max_workers=workers) as pool:
         def submit(chunk):
-            return [pool.submit(_safe_load, source, i, draft) for i in chunk]
+            return [pool.submit(_safe_load, source, indices[p], draft) for p in chunk]
 
         pending = submit(chunks[0]) if chunks else None
         for k, chunk in enumerate(chunks):
             futures = pending
             pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else None
             results = [f.result() for f in futures]
-            bad = [err for _, err in results if err is not None]
-            problems.extend(bad)
-            if problems:
+            problems.extend(err for _, err in results if err is not None)
+            if problems and skipped is None:
                 continue
-            yield k * batch_size, preprocess([t for t, _ in results])
-    if problems:
+            keep = [(p, t) for p, (t, err) in zip(chunk, results) if err is None]
+            if keep:
+                yield np.array([p for p, _ in keep]), preprocess([t for _, t in keep])
+    if skipped is not None:
+        skipped.extend(problems)
+    elif problems:
         raise ImageError(problems)
 
 

@@ -34,25 +34,68 @@ def check_input_columns(estimator, X, *, reset: bool) -> None:
         )
 
 
+class InconsistentVersionWarning(UserWarning):
+    """An estimator is unpickled under another sktransfer version than it was saved with.
+
+    Like scikit-learn's warning of the same name: the pickle may still load
+    and predict, but nothing guarantees it; refit, or pin the version.
+
+    Attributes
+    ----------
+    estimator_name : str
+    current_version, original_version : str
+    """
+
+    def __init__(self, *, estimator_name, current_version, original_version):
+        self.estimator_name = estimator_name
+        self.current_version = current_version
+        self.original_version = original_version
+
+    def __str__(self):
+        return (
+            f"Trying to unpickle {self.estimator_name} from sktransfer "
+            f"{self.original_version} when using version {self.current_version}. This "
+            "might lead to breaking code or invalid results; refit the estimator, or "
+            f"install sktransfer=={self.original_version}."
+        )
+
+
 class TorchModelPickleMixin:
     """Pickle ``model_`` from the CPU and reload it where it can run.
 
-    A pickle made on a GPU machine then loads on a CPU-only one: the weights
-    are always stored as CPU tensors, and on load the model goes to the
-    fitted device if it exists, else to the CPU with a warning.
+    A pickle holds the whole fitted network (weights included), not a
+    reference to the registry: fine-tuned weights exist nowhere else, and a
+    pickle must load on a machine without the original weights file or
+    network access. The weights are always stored as CPU tensors, so a model
+    fitted on a GPU loads on a CPU-only machine (on load it goes to the
+    fitted device if there is one, else to the CPU with a warning). The
+    sktransfer version is stored too, and a different one warns
+    (:class:`InconsistentVersionWarning`).
     """
 
     def __getstate__(self):
-        state = super().__getstate__()
+        from . import __version__
+
+        state = dict(super().__getstate__())
         model = state.get("model_")
         if isinstance(model, torch.nn.Module) and any(
             p.device.type != "cpu" for p in model.parameters()
         ):
-            state = dict(state)
             state["model_"] = copy.deepcopy(model).to("cpu")
+        state["_sktransfer_version"] = __version__
         return state
 
     def __setstate__(self, state):
+        from . import __version__
+
+        state = dict(state)
+        saved = state.pop("_sktransfer_version", "pre-0.1")
+        if saved != __version__:
+            warnings.warn(
+                InconsistentVersionWarning(estimator_name=type(self).__name__,
+                                           current_version=__version__,
+                                           original_version=saved),
+                stacklevel=2)
         super().__setstate__(state)
         device = getattr(self, "device_", None)
         if device is None or not hasattr(self, "model_"):

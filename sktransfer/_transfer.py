@@ -10,6 +10,8 @@ how to predict (batched inference, as in the feature extractor).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import sys
 from numbers import Integral, Real
@@ -119,6 +121,16 @@ def _skorch_net_class():
                                        self.autocast_dtype):
                 return super().infer(x, **fit_params).float()
 
+        def fit_loop(self, X, y=None, epochs=None, **fit_params):
+            # skorch ends training on KeyboardInterrupt, early stopping's
+            # included; remember which one it was.
+            try:
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            except KeyboardInterrupt:
+                if not getattr(self, "early_stopped_", False):
+                    self.interrupted_ = True
+                raise
+
         def get_loss(self, y_pred, y_true, X=None, training=False):
             y, w = y_true
             y = y.to(y_pred.device)
@@ -140,9 +152,11 @@ class _NonFiniteLoss(Exception):
         self.epoch = epoch
 
 
-def _callbacks(est, group_lrs, n_train_steps, has_valid, gradual_units, network, last_good):
+def _callbacks(est, group_lrs, n_train_steps, has_valid, gradual_units, network, last_good,
+               checkpoint_dir=None):
     from skorch.callbacks import (
         Callback,
+        Checkpoint,
         EarlyStopping,
         EpochScoring,
         GradientNormClipping,
@@ -165,32 +179,81 @@ def _callbacks(est, group_lrs, n_train_steps, has_valid, gradual_units, network,
             if k > 0:
                 network.freeze_first(gradual_units[-k])
 
+    class BatchLRScheduler(LRScheduler):
+        """A per-batch schedule that also resumes at the right step."""
+
+        def _get_scheduler(self, net, policy, **kwargs):
+            # skorch counts epochs in last_epoch; a per-batch schedule counts batches
+            kwargs["last_epoch"] = self.batch_idx_ - 1
+            return policy(net.optimizer_, **kwargs)
+
+    class ResumableEarlyStopping(EarlyStopping):
+        """skorch's EarlyStopping, carried on from a resumed history."""
+
+        def on_train_begin(self, net, **kwargs):
+            super().on_train_begin(net, **kwargs)
+            for row in net.history:  # non-empty only when resuming
+                if self._is_score_improved(row[self.monitor]):
+                    self.misses_ = 0
+                    self.dynamic_threshold_ = self._calc_new_threshold(row[self.monitor])
+                    self.best_epoch_ = row["epoch"]
+                else:
+                    self.misses_ += 1
+            best = os.path.join(checkpoint_dir or "", "best_params.pt")
+            if len(net.history) and checkpoint_dir and os.path.exists(best):
+                self.best_model_weights_ = torch.load(best, weights_only=True)
+
+        def on_epoch_end(self, net, **kwargs):
+            try:
+                super().on_epoch_end(net, **kwargs)
+            except KeyboardInterrupt:
+                net.early_stopped_ = True
+                raise
+            finally:
+                if (checkpoint_dir and self.load_best
+                        and self.best_epoch_ == net.history[-1, "epoch"]):
+                    _atomic_torch_save(self.best_model_weights_,
+                                       os.path.join(checkpoint_dir, "best_params.pt"))
+
     callbacks = [
         ("clip", GradientNormClipping(gradient_clip_value=est.max_grad_norm)),
         ("keep_last_good", KeepLastGood()),
     ]
     if gradual_units:
         callbacks.append(("gradual_unfreeze", GradualUnfreeze()))
-    callbacks.append(("lr_schedule", LRScheduler(
-        policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=group_lrs, total_steps=max(n_train_steps, 1),
+    callbacks.append(("lr_schedule", BatchLRScheduler(
+        policy=torch.optim.lr_scheduler.OneCycleLR, max_lr=group_lrs,
+        total_steps=max(n_train_steps, 1),
         pct_start=0.15, anneal_strategy="cos", div_factor=25.0, step_every="batch",
     )))
     if has_valid and est._is_classifier:
         callbacks.append(("valid_acc", EpochScoring(
             _valid_accuracy, lower_is_better=False, name="valid_acc",
             target_extractor=lambda yw: yw[0].numpy())))
+    if checkpoint_dir:
+        # Every epoch, before early stopping can end it.
+        callbacks.append(("checkpoint", Checkpoint(
+            monitor=None, dirname=checkpoint_dir, f_params="params.pt",
+            f_optimizer="optimizer.pt", f_criterion=None, f_history="history.json",
+            load_best=False)))
     if has_valid and est.patience is not None:
         # Classifiers stop on validation accuracy: under a one-cycle schedule
         # the validation loss of an over-confident model rises while its
         # accuracy still improves (seen on ELPV: best loss at epoch 1).
         monitor = "valid_acc" if est._is_classifier else "valid_loss"
-        callbacks.append(("early_stopping", EarlyStopping(
+        callbacks.append(("early_stopping", ResumableEarlyStopping(
             monitor=monitor, lower_is_better=monitor == "valid_loss",
             patience=est.patience, load_best=True,
             sink=print if est.verbose else (lambda *a, **k: None))))
     if est.verbose and sys.stderr.isatty():
         callbacks.append(("progress", ProgressBar()))
     return callbacks
+
+
+def _atomic_torch_save(obj, path):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def _valid_accuracy(net, X, y):
@@ -225,6 +288,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "tta": ["boolean", StrOptions({"auto"})],
         "warm_start": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -251,6 +315,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         n_jobs=None,
         tta=False,
         warm_start=False,
+        checkpoint_dir=None,
         verbose=0,
         random_state=None,
     ):
@@ -273,6 +338,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.tta = tta
         self.warm_start = warm_start
+        self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
         self.random_state = random_state
 
@@ -307,6 +373,11 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
             weights = weights * compute_sample_weight(self.class_weight, targets)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(2**31 - 1))
+        checkpoint = self._checkpoint(source, targets, weights)
+        if checkpoint is not None:
+            ckpt_dir, resume, info = checkpoint
+            seed = info.setdefault("seed", seed)  # a resumed fit keeps its split
+            self._write_checkpoint_info(ckpt_dir, info)
 
         self.device_ = _device.resolve_device(self.device)
         self.precision_ = _device.dtype_name(
@@ -350,7 +421,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
                 valid_ds = (_ImageDataset(source, valid_idx, targets[valid_idx],
                                           weights[valid_idx], preprocess)
                             if len(valid_idx) else None)
-            self._train(module, network, train_ds, valid_ds, gradual_units)
+            self._train(module, network, train_ds, valid_ds, gradual_units, checkpoint)
         self.model_.eval()
         return self
 
@@ -416,7 +487,51 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         rep = np.tile(np.asarray(idx), n_views)
         return _TensorPairs(X, targets[rep], weights[rep])
 
-    def _train(self, module, network, train_ds, valid_ds, gradual_units):
+    def _checkpoint(self, source, targets, weights):
+        """``(dir, resume, seed)`` for ``checkpoint_dir``, or None.
+
+        A fit is resumed only if the directory holds an unfinished fit with
+        the same parameters and data (fingerprint of both); it then reuses
+        that fit's seed, hence the same validation split.
+        """
+        if self.checkpoint_dir is None or self._continuing():
+            return None
+        path = os.fspath(self.checkpoint_dir)
+        os.makedirs(path, exist_ok=True)
+        h = hashlib.sha256()
+        params = {k: repr(v) for k, v in sorted(self.get_params(deep=False).items())
+                  if k not in ("verbose", "n_jobs", "checkpoint_dir", "warm_start")}
+        h.update(json.dumps(params).encode())
+        for i in range(len(source)):
+            h.update(source.content_key(i).encode())
+        h.update(np.ascontiguousarray(targets).tobytes())
+        h.update(np.ascontiguousarray(weights).tobytes())
+        fingerprint = h.hexdigest()
+        info_path = os.path.join(path, "fit.json")
+        info = {}
+        if os.path.exists(info_path):
+            with open(info_path, encoding="utf-8") as f:
+                info = json.load(f)
+        unfinished = not info.get("complete", True) and os.path.exists(
+            os.path.join(path, "params.pt"))
+        if unfinished and info.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint_dir={path!r} holds an unfinished fit of other data or "
+                "other parameters; use another directory, or delete it to start over.")
+        if not unfinished:
+            for name in _CHECKPOINT_FILES:
+                if os.path.exists(os.path.join(path, name)):
+                    os.remove(os.path.join(path, name))
+            info = {"fingerprint": fingerprint, "complete": False}
+        return path, unfinished, info
+
+    def _write_checkpoint_info(self, path, info):
+        tmp = os.path.join(path, f".fit.json.tmp-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+        os.replace(tmp, os.path.join(path, "fit.json"))
+
+    def _train(self, module, network, train_ds, valid_ds, gradual_units, checkpoint=None):
         from skorch.helper import predefined_split
 
         # Two parameter groups: trained backbone units, then the new head.
@@ -426,6 +541,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         group_lrs = [self.lr * self.backbone_lr_mult] * bool(has_body) + [self.lr]
         steps = self.max_epochs * int(np.ceil(len(train_ds) / self.batch_size))
         last_good = {"state": copy.deepcopy(network.state_dict())}
+        ckpt_dir, resume, info = checkpoint or (None, False, None)
         Trainer = _skorch_net_class()
         net = Trainer(
             module=module,
@@ -439,13 +555,24 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
             iterator_train__shuffle=True,
             train_split=predefined_split(valid_ds) if valid_ds is not None else None,
             callbacks=_callbacks(self, group_lrs, steps, valid_ds is not None, gradual_units,
-                                 network, last_good),
+                                 network, last_good, ckpt_dir),
             device=str(self.device_),
             verbose=int(bool(self.verbose)),
             autocast_dtype=self._training_dtype(),
         )
+        net.initialize()
+        self.resumed_from_epoch_ = 0
+        if resume:
+            net.load_params(f_params=os.path.join(ckpt_dir, "params.pt"),
+                            f_optimizer=os.path.join(ckpt_dir, "optimizer.pt"),
+                            f_history=os.path.join(ckpt_dir, "history.json"))
+            self.resumed_from_epoch_ = len(net.history)
+            if self.verbose:
+                print(f"Resuming from the checkpoint of epoch {len(net.history)} in "
+                      f"{ckpt_dir!r}.", file=sys.stderr)
         try:
-            net.fit(train_ds, None)
+            net.partial_fit(train_ds, None,
+                            epochs=max(self.max_epochs - self.resumed_from_epoch_, 0))
         except _NonFiniteLoss as exc:
             network.load_state_dict(last_good["state"])
             self.history_ = list(net.history)
@@ -459,6 +586,14 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         for row in self.history_:
             row.pop("batches", None)
         self.n_epochs_ = len(self.history_)
+        if getattr(net, "interrupted_", False):
+            where = (f" Epochs 1..{self.n_epochs_ - 1} are saved in {ckpt_dir!r}: fit again "
+                     "with the same data and parameters to resume." if ckpt_dir else "")
+            print(f"{type(self).__name__}: training interrupted in epoch "
+                  f"{self.n_epochs_}.{where}", file=sys.stderr)
+            raise KeyboardInterrupt
+        if ckpt_dir:
+            self._write_checkpoint_info(ckpt_dir, {**info, "complete": True})
 
     # -- predict --------------------------------------------------------------
 
@@ -471,11 +606,11 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         out = np.empty((len(source), self._n_outputs), dtype=np.float32)
         self.model_.eval()
         views = _FLIP_VIEWS if self._use_tta() else _FLIP_VIEWS[:1]
-        for start, batch in iter_batches(source, range(len(source)), self.batch_size,
-                                         preprocess, self.n_jobs):
+        for pos, batch in iter_batches(source, range(len(source)), self.batch_size,
+                                       preprocess, self.n_jobs):
             logits = [_device.infer(self.model_, view(batch), self.device_, dtype).cpu()
                       for view in views]
-            out[start:start + len(batch)] = torch.stack(logits).mean(0).numpy()
+            out[pos] = torch.stack(logits).mean(0).numpy()
         return out
 
     def __sklearn_tags__(self):
@@ -487,6 +622,8 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         tags.non_deterministic = torch.cuda.is_available() and self.device != "cpu"
         return tags
 
+
+_CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", "best_params.pt")
 
 _FLIP_VIEWS = [
     lambda x: x,
@@ -571,6 +708,15 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     warm_start : bool, default=False
         If True, ``fit`` continues training the fitted network for
         ``max_epochs`` more epochs instead of starting again.
+    checkpoint_dir : str, path or None, default=None
+        If set, training is checkpointed there after every epoch (skorch's
+        ``Checkpoint``: weights, optimizer state and history, plus the best
+        epoch's weights). If a fit is interrupted (Ctrl-C, which re-raises
+        ``KeyboardInterrupt``, or a killed process), fitting again with the
+        same data and parameters resumes after the last completed epoch,
+        with the same validation split, learning-rate schedule and early
+        stopping state. A directory holding an unfinished fit of other data
+        or parameters is refused; a finished fit's files are replaced.
     verbose : int, default=0
         If > 0, print skorch's per-epoch table (and a progress bar in a
         terminal).
@@ -590,6 +736,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         Epochs run.
     fast_path_ : bool
         Whether the frozen part's output was computed once and reused.
+    resumed_from_epoch_ : int
+        Epochs taken from a checkpoint (0 when training started afresh).
     stages_ : list of str
         The backbone's stages, shallowest first.
     device_, precision_ :
@@ -620,7 +768,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                  backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.2,
                  validation_fraction=0.1, patience=5, class_weight=None,
                  label_smoothing=0.1, device="auto", precision="auto", n_jobs=None,
-                 tta=False, warm_start=False, verbose=0, random_state=None):
+                 tta=False, warm_start=False, checkpoint_dir=None, verbose=0,
+                 random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, freeze=freeze, image_size=image_size,
             augment=augment, max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -628,7 +777,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
             max_grad_norm=max_grad_norm, dropout=dropout,
             validation_fraction=validation_fraction, patience=patience, device=device,
             precision=precision, n_jobs=n_jobs, tta=tta, warm_start=warm_start,
-            verbose=verbose, random_state=random_state)
+            checkpoint_dir=checkpoint_dir, verbose=verbose, random_state=random_state)
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
@@ -697,6 +846,40 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                 "validation_fraction=None (no early stopping).")
         splitter = StratifiedShuffleSplit(1, test_size=n_valid, random_state=seed)
         return next(splitter.split(np.zeros(n), y_enc))
+
+    def explain(self, X, target=None):
+        """Grad-CAM heatmaps: where in each image the evidence for a class lies.
+
+        Parameters
+        ----------
+        X : images
+            In any accepted form.
+        target : label, array-like of labels, or None, default=None
+            The class to explain for each image (one label for all, or one
+            per image); ``None`` explains the predicted class.
+
+        Returns
+        -------
+        heatmaps : ndarray of shape (n_samples, image_size, image_size)
+            float32 in [0, 1], aligned with ``X`` (the network's input
+            resolution; the whole image, resized). Plot them over the images
+            with :func:`sktransfer.plot_explanations`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sktransfer import TransferClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.integers(0, 60, size=(12, 32, 32), dtype=np.uint8)
+        >>> y = np.array([0, 1] * 6)
+        >>> X[y == 1, 4:12, 20:28] = 255
+        >>> clf = TransferClassifier(image_size=32, max_epochs=2, random_state=0).fit(X, y)
+        >>> clf.explain(X[:3]).shape
+        (3, 32, 32)
+        """
+        from ._explain import explain
+
+        return explain(self, X, target)
 
     def predict_proba(self, X):
         """Class probabilities, rows summing to 1, columns in ``classes_`` order."""
