@@ -1,0 +1,140 @@
+"""Grad-CAM heatmaps for fine-tuned classifiers, and a plot that overlays them.
+
+Grad-CAM (Selvaraju et al., ICCV 2017): the last convolutional feature map
+``A`` (channels ``k``), weighted by the spatial mean of the gradient of the
+class score with respect to it, ``ReLU(sum_k mean(dS/dA_k) A_k)``, upsampled
+to the input and scaled to [0, 1] per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._inputs import Preprocess, check_images, iter_batches
+
+
+def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised ``batch``.
+
+    ``network`` is a :class:`~sktransfer._network.TransferNetwork`; the map is
+    taken at the output of its last unit that still has a spatial layout.
+    """
+    feature = None
+    with torch.enable_grad():
+        # The input carries the gradient: the parameters need none.
+        x = batch.clone().requires_grad_(True)
+        for unit in network.body:
+            x = unit(x)
+            if x.ndim == 4:
+                feature = x
+        if feature is None:
+            raise ValueError("The backbone has no spatial feature map to explain.")
+        logits = network.head(x)
+        score = logits.gather(1, targets.view(-1, 1)).sum()
+        grads = torch.autograd.grad(score, feature)[0]
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+    cam = cam[:, 0]
+    peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak
+
+
+def explain(estimator, X, target=None) -> np.ndarray:
+    """Grad-CAM of a fitted :class:`TransferClassifier`; see its ``explain``."""
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator)
+    source = check_images(X)
+    pre = Preprocess(**estimator.preprocess_)
+    n, size = len(source), pre.size
+    if target is None:
+        targets = np.argmax(estimator.predict_proba(X), axis=1)
+    else:
+        labels = np.broadcast_to(np.asarray(target, dtype=object), (n,))
+        unknown = sorted({str(t) for t in labels if t not in set(estimator.classes_.tolist())})
+        if unknown:
+            raise ValueError(f"target {unknown} is not among classes_ "
+                             f"{estimator.classes_.tolist()}.")
+        targets = np.array([estimator.classes_.tolist().index(t) for t in labels])
+    network = estimator.model_.eval()
+    device = next(network.parameters()).device
+    out = np.empty((n, size, size), dtype=np.float32)
+    # Gradients need float32 and no inference mode; parameters stay untouched.
+    params = [p.requires_grad for p in network.parameters()]
+    network.requires_grad_(False)
+    try:
+        for pos, batch in iter_batches(source, range(n), estimator.batch_size, pre,
+                                       estimator.n_jobs):
+            t = torch.as_tensor(targets[pos], device=device)
+            out[pos] = grad_cam(network, batch.to(device), t).cpu().numpy()
+    finally:
+        for p, flag in zip(network.parameters(), params):
+            p.requires_grad_(flag)
+    return out
+
+
+def plot_explanations(X, heatmaps, *, titles=None, n_cols=4, alpha=0.45, cmap="jet",
+                      axes=None):
+    """Overlay heatmaps (e.g. from ``TransferClassifier.explain``) on their images.
+
+    Parameters
+    ----------
+    X : images
+        The explained images, in any accepted form.
+    heatmaps : ndarray of shape (n_images, H, W)
+        Values in [0, 1], one map per image, aligned with ``X``.
+    titles : list of str, default=None
+        One title per image.
+    n_cols : int, default=4
+        Images per row of the figure.
+    alpha : float, default=0.45
+        Opacity of the heatmap.
+    cmap : str, default="jet"
+        Colour map of the heatmap.
+    axes : array of matplotlib Axes, default=None
+        Where to draw; a new figure if None.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import plot_explanations
+    >>> images = np.zeros((2, 32, 32), dtype=np.uint8)
+    >>> maps = np.random.default_rng(0).random((2, 32, 32))
+    >>> fig = plot_explanations(images, maps, titles=["a", "b"])
+    >>> len(fig.axes)
+    2
+    """
+    import matplotlib.pyplot as plt
+
+    heatmaps = np.asarray(heatmaps)
+    source = check_images(X)
+    if heatmaps.ndim != 3 or len(heatmaps) != len(source):
+        raise ValueError(f"heatmaps must have shape (n_images={len(source)}, H, W); got "
+                         f"{heatmaps.shape}.")
+    size = heatmaps.shape[1]
+    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))
+    n = len(source)
+    if axes is None:
+        n_cols = min(n_cols, n)
+        n_rows = int(np.ceil(n / n_cols))
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows),
+                                 squeeze=False)
+    axes = np.asarray(axes).ravel()
+    for i in range(n):
+        image = pre.resize([source.load(i)])[0].permute(1, 2, 0).numpy()
+        ax = axes[i]
+        ax.imshow(image)
+        ax.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return axes[0].figure
