@@ -1,0 +1,142 @@
+"""``sktransfer compare`` and ``sktransfer.compare``: results, budget, bad data sets."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from sktransfer import CompareError, compare
+from sktransfer.__main__ import main
+
+from .conftest import make_images
+
+CHEAP = "logistic_regression,hog_svc"
+
+
+def _folder(root, n_per_class=6, classes=("bright", "striped")):
+    X, y = make_images(2 * n_per_class, size=40)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+    for i, (arr, label) in enumerate(zip(X, y)):
+        Image.fromarray(arr).save(root / classes[label] / f"{i:02d}.png")
+    return root
+
+
+def test_compare_python_api_same_folds_for_every_model():
+    X, y = make_images(40, size=32)
+    res = compare(X, y, models=["logistic_regression", "random_forest", "hog_svc",
+                                "small_cnn"],
+                  cv=2, train_sizes=[10, 1.0], verbose=False, seed=0)
+    assert set(res["status"]) == {"ok"}
+    # 4 models x 2 sizes x 2 folds, each model on the same folds and subsets
+    assert len(res) == 16
+    assert sorted(res["train_size"].unique().tolist()) == [10, 20]
+    for _, g in res.groupby(["train_size", "fold"]):
+        assert len(g) == 4
+    assert res[["accuracy", "balanced_accuracy", "f1_macro", "roc_auc"]].apply(
+        lambda c: c.between(0, 1)).all().all()
+    assert (res["fit_s"] > 0).all() and (res["trainable_parameters"] > 0).all()
+    # the two synthetic classes are easy: the full-size fits get them right
+    full = res[res["train_size"] == 20]
+    assert full.groupby("model")["accuracy"].mean().max() == 1.0
+    assert res.attrs["classes"] == [0, 1]
+
+
+def test_cli_on_image_folder_writes_table_and_files(tmp_path, capsys):
+    data = _folder(tmp_path / "data")
+    out = tmp_path / "out"
+    code = main(["compare", str(data), "--models", CHEAP, "--cv", "2",
+                 "--train-sizes", "4,1.0", "--out", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "logistic_regression" in table and "hog_svc" in table
+    assert {p.name for p in out.iterdir()} == {"results.csv", "results.json",
+                                               "learning_curve.png"}
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["classes"] == ["bright", "striped"]
+    assert len(payload["rows"]) == 2 * 2 * 2
+    assert Image.open(out / "learning_curve.png").size[0] > 100
+
+
+def test_csv_input_with_relative_paths(tmp_path):
+    data = _folder(tmp_path / "data")
+    rows = ["file,kind"] + [f"{p.relative_to(data)},{p.parent.name}"
+                            for p in sorted(data.rglob("*.png"))]
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    res = compare(data / "labels.csv", models=["logistic_regression"], cv=2,
+                  train_sizes=[1.0], path_column="file", label_column="kind", verbose=False)
+    assert res.attrs["classes"] == ["bright", "striped"] and len(res) == 2
+
+
+def test_unreadable_images_are_skipped_and_listed(tmp_path):
+    data = _folder(tmp_path / "data")
+    (data / "bright" / "broken.png").write_bytes(b"not a png")
+    (data / "striped" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    res = compare(data, models=["logistic_regression"], cv=2, train_sizes=[1.0], out=out,
+                  verbose=False)
+    skipped = res.attrs["skipped_images"]
+    assert len(skipped) == 2 and res.attrs["n_images"] == 12
+    assert {s["item"].rsplit("/", 1)[-1].strip("'") for s in skipped} == {
+        "broken.png", "empty.jpg"}
+    assert json.loads((out / "results.json").read_text())["skipped_images"] == skipped
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda root: root.mkdir(), "holds no images"),
+    (lambda root: _folder(root, classes=("a", "b")) and
+     [p.unlink() for p in sorted((root / "b").iterdir())[1:]], "fewer images than"),
+    (lambda root: _folder(root) and
+     [p.rename(root / "bright" / p.name) for p in (root / "striped").iterdir()],
+     "one class"),
+    (lambda root: root.mkdir() or (root / "x.csv").write_text("file,label\na.png,0\n"),
+     "no column 'path'"),
+])
+def test_bad_data_sets_exit_1_and_write_nothing(tmp_path, capsys, make_bad, message):
+    root = tmp_path / "data"
+    make_bad(root)
+    target = root / "x.csv" if (root / "x.csv").exists() else root
+    out = tmp_path / "out"
+    assert main(["compare", str(target), "--models", CHEAP, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "error" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_all_images_unreadable(tmp_path):
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            (root / c / f"{i}.png").write_bytes(b"junk")
+    with pytest.raises(CompareError, match="None of the images"):
+        compare(root, models=["logistic_regression"], cv=2, verbose=False)
+
+
+def test_time_budget_skips_and_reports():
+    X, y = make_images(40, size=32)
+    res = compare(X, y, models=["small_cnn"], cv=2, train_sizes=[10, 20],
+                  max_minutes=1e-4, verbose=False)
+    # the first fit sets the expected time; every later one would overrun
+    assert (res["status"] == "ok").sum() == 1
+    assert res["status"].str.startswith("skipped").sum() == len(res) - 1
+
+
+def test_unknown_model_is_named():
+    X, y = make_images(8, size=32)
+    with pytest.raises(CompareError, match="'svm'"):
+        compare(X, y, models=["svm"], verbose=False)
+
+
+def test_quick_elpv_smoke(tmp_path, capsys):
+    """The CI smoke test of the real thing: ELPV, every model, default backbone."""
+    pytest.importorskip("elpv_dataset")
+    out = tmp_path / "out"
+    assert main(["compare", "elpv", "--quick", "--out", str(out),
+                 "--cache", str(tmp_path / "cache")]) == 0
+    payload = json.loads((out / "results.json").read_text())
+    models = {r["model"] for r in payload["rows"] if r["status"] == "ok"}
+    assert models == {"logistic_regression", "random_forest", "hog_svc", "small_cnn",
+                      "frozen_lr", "fine_tuned"}
+    assert payload["n_images"] == 120
+    assert "fine_tuned" in capsys.readouterr().out
