@@ -40,8 +40,10 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
 
-from sktransfer import PretrainedFeatureExtractor  # noqa: E402
-from sktransfer import _cache  # noqa: E402
+from sktransfer import (
+    PretrainedFeatureExtractor,  # noqa: E402
+    _cache,  # noqa: E402
+)
 from sktransfer._backbones import drop_head, load_backbone  # noqa: E402
 from sktransfer.datasets import load_elpv  # noqa: E402
 
@@ -161,7 +163,8 @@ def main():
         "default": float(np.mean([r["default"] for r in per_split])),
         "float32": float(np.mean([r["float32"] for r in per_split])),
     }
-    log(f"    cosine mean {cos.mean():.4f} min {cos.min():.4f}; accuracy {acc_d:.4f} vs {acc_f:.4f}")
+    log(f"    cosine mean {cos.mean():.4f} min {cos.min():.4f}; "
+        f"accuracy {acc_d:.4f} vs {acc_f:.4f}")
 
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     grid = {"logisticregression__C": C_GRID}

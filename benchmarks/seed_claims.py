@@ -1,0 +1,359 @@
+"""The seed's claims for transfer learning, measured on real data.
+
+One section per claim, every model on the same splits (the models are those
+of ``sktransfer compare``, built by the same code):
+
+- ``curves``: less data and robustness. ELPV learning curves, 3-fold CV
+  stratified by probability x cell type, each training fold subsampled
+  (stratified) to n in {25, 50, 100, 200, 500, 1000, all}: mean and std over
+  the 3 folds (3 seeds) of every model.
+- ``cross_type``: generalization. Train on monocrystalline cells, test on
+  polycrystalline ones, and the reverse.
+- ``paper``: the Deitsch et al. (2019) protocol, next to the paper's numbers
+  (TransferClassifier with its defaults comes from ``bench_transfer.py``).
+- ``digits``: where ImageNet features fit badly: scikit-learn's 8x8 digits
+  with few labels, frozen features vs an SVC on pixels, and what helps.
+
+Run: ``python benchmarks/seed_claims.py [SECTION ...]`` (bench extra; each
+section saves ``results/seed_claims/<section>.json``), then without
+arguments it renders ``results/seed_claims.md``, the plots and the README's
+headline table from the saved results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import describe_machine, machine_markdown  # noqa: E402
+from bench_transfer import PAPER  # noqa: E402
+
+from sktransfer import compare  # noqa: E402
+from sktransfer._compare import (  # noqa: E402
+    CLASSICAL_MODELS,
+    MODELS,
+    PIXEL_SIZE,
+    TRANSFER_MODELS,
+    decode_all,
+    fit_and_score,
+    load_elpv_dataset,
+    plot_learning_curve,
+    prepare_inputs,
+)
+from sktransfer._inputs import check_images  # noqa: E402
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+OUT = RESULTS / "seed_claims"
+README = HERE.parent / "README.md"
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sktransfer")
+SIZES = [25, 50, 100, 200, 500, 1000, 1.0]
+SETTINGS = {"quick": False, "image_size": None, "cache": CACHE}
+
+
+def _save(section, payload):
+    OUT.mkdir(parents=True, exist_ok=True)
+    payload["machine"] = describe_machine()
+    (OUT / f"{section}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+
+
+def _load(section):
+    path = OUT / f"{section}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _elpv_inputs(models):
+    data = load_elpv_dataset()
+    pixels, good, problems = decode_all(check_images(data.X), PIXEL_SIZE)
+    assert not problems and len(good) == len(data.X)
+    y = (data.y == "defective").astype(int)
+    return data, prepare_inputs(pixels, data.X, models), y
+
+
+# -- sections -----------------------------------------------------------------
+
+
+def run_curves():
+    t = time.perf_counter()
+    res = compare("elpv", train_sizes=SIZES, cv=3, seed=0, cache=CACHE)
+    _save("curves", {"rows": json.loads(res.to_json(orient="records")),
+                     "wall_s": time.perf_counter() - t})
+
+
+def run_cross_type():
+    models = list(MODELS)
+    data, inputs, y = _elpv_inputs(models)
+    cell_type = np.array([s[-4:] for s in data.strata])
+    rows = []
+    for train_type, test_type in [("mono", "poly"), ("poly", "mono")]:
+        train = np.flatnonzero(cell_type == train_type)
+        test = np.flatnonzero(cell_type == test_type)
+        for name in models:
+            row = {"model": name, "train": train_type, "test": test_type,
+                   "n_train": len(train), "n_test": len(test)}
+            row.update(fit_and_score(name, inputs, y, train, test, 0, SETTINGS, 2))
+            print(f"{train_type}->{test_type} {name}: {row['accuracy']:.3f}",
+                  file=sys.stderr, flush=True)
+            rows.append(row)
+    _save("cross_type", {"rows": rows})
+
+
+def run_paper():
+    from bench_transfer import paper_split
+
+    models = [m for m in MODELS if m != "fine_tuned"]
+    data, inputs, y = _elpv_inputs(models)
+    X_train, _, X_test, _ = paper_split()
+    pos = {p: i for i, p in enumerate(data.X)}
+    train = np.array([pos[p] for p in X_train])
+    test = np.array([pos[p] for p in X_test])
+    rows = []
+    for name in models:
+        row = {"model": name}
+        row.update(fit_and_score(name, inputs, y, train, test, 0, SETTINGS, 2))
+        print(f"paper split {name}: {row['accuracy']:.4f}", file=sys.stderr, flush=True)
+        rows.append(row)
+    _save("paper", {"rows": rows, "n_train": len(train), "n_test": len(test)})
+
+
+def run_digits():
+    """8x8 digits: few labels per class, a fixed test set of 797 images."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.svm import SVC
+
+    from sktransfer import TransferClassifier
+    from sktransfer._compare import _frozen_lr, _metrics
+
+    digits = load_digits()
+    X, y = digits.images / 16, digits.target
+    pool, test = train_test_split(np.arange(len(y)), test_size=797, stratify=y,
+                                  random_state=0)
+    variants = {
+        "SVC(gamma=0.001), 8x8 pixels": ("pixels", lambda s, yt: SVC(gamma=0.001)),
+        "frozen Lite0 features (224) + LR": ("images", lambda s, yt: _frozen_lr(
+            yt, s, SETTINGS)),
+        "frozen Lite0 features (64) + LR": ("images", lambda s, yt: _frozen_lr(
+            yt, s, {**SETTINGS, "image_size": 64})),
+        "TransferClassifier fine-tuned (64)": ("images", lambda s, yt: TransferClassifier(
+            image_size=64, validation_fraction=None, random_state=s)),
+    }
+    rows = []
+    for per_class in (3, 10, 30, 100):
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            train = np.concatenate([rng.choice(pool[y[pool] == c], per_class, replace=False)
+                                    for c in range(10)])
+            for label, (kind, make) in variants.items():
+                Xk = X.reshape(len(X), -1) if kind == "pixels" else X
+                model = make(seed, y[train])
+                t = time.perf_counter()
+                model.fit(Xk[train], y[train])
+                fit_s = time.perf_counter() - t
+                pred = model.predict(Xk[test])
+                row = {"model": label, "per_class": per_class, "seed": seed, "fit_s": fit_s}
+                row.update(_metrics(y[test], pred, None, 10))
+                print(f"digits {per_class}/class seed {seed} {label}: "
+                      f"{row['accuracy']:.3f}", file=sys.stderr, flush=True)
+                rows.append(row)
+    _save("digits", {"rows": rows, "n_test": len(test)})
+
+
+# -- rendering ----------------------------------------------------------------
+
+
+def _fmt(mean, std):
+    return f"{mean:.1%} ± {std:.1%}"
+
+
+def _label(name):
+    return MODELS[name].label if name in MODELS else name
+
+
+def render(write=True):
+    """Render the results; returns ``(markdown, headline rows)``.
+
+    With ``write=False`` nothing is written (the README test uses it to check
+    that the README's table is the one the results give).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts, headline, machine = [], [], None
+    curves = _load("curves")
+    if curves:
+        machine = curves["machine"]
+        res = pd.DataFrame(curves["rows"])
+        ok = res[res["status"] == "ok"]
+        stats = ok.groupby(["model", "train_size"])["accuracy"].agg(["mean", "std"])
+        sizes = sorted(ok["train_size"].unique())
+        lines = ["| model | " + " | ".join(str(n) for n in sizes) + " |",
+                 "|---|" + "---|" * len(sizes)]
+        for name in MODELS:
+            if name in stats.index.get_level_values(0):
+                cells = [_fmt(*stats.loc[(name, n)]) if (name, n) in stats.index else ""
+                         for n in sizes]
+                lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
+        at100 = stats.xs(100, level="train_size")["mean"]
+        best_t = max(TRANSFER_MODELS, key=lambda m: at100.get(m, -1))
+        best_c = max(CLASSICAL_MODELS, key=lambda m: at100.get(m, -1))
+        gap = at100[best_t] - at100[best_c]
+        full = ok[ok["train_size"] == sizes[-1]]
+        spread = full.groupby("model").agg(
+            acc_mean=("accuracy", "mean"), acc_std=("accuracy", "std"),
+            acc_range=("accuracy", lambda a: a.max() - a.min()),
+            params=("trainable_parameters", "mean"), fit_s=("fit_s", "mean"))
+        robust = ["| model | accuracy (n = all) | std over seeds | max - min | trainable "
+                  "parameters | fit |", "|---|---|---|---|---|---|"]
+        for name in MODELS:
+            if name in spread.index:
+                r = spread.loc[name]
+                robust.append(f"| {_label(name)} | {r.acc_mean:.1%} | {r.acc_std:.1%} | "
+                              f"{r.acc_range:.1%} | {int(r.params):,} | {r.fit_s:.0f} s |")
+        parts.append(f"""## Less data: learning curves on ELPV
+
+Test accuracy, mean ± std over 3 folds (each fold a different training
+subset and seed; 3-fold CV stratified by probability x cell type, every
+model on the same subsets). Columns: training images.
+
+{chr(10).join(lines)}
+
+![learning curves](seed_claims/learning_curve.png)
+
+Bar: at n = 100 the best transfer model ({_label(best_t)}, {at100[best_t]:.1%}) beats
+the best classical one ({_label(best_c)}, {at100[best_c]:.1%}) by {gap * 100:.1f}
+points: **{'met' if gap >= 0.05 else 'NOT met'}** (>= 5 points).
+
+## Robustness: spread over seeds, and what is trained
+
+On the full training folds (n = {sizes[-1]}). Trainable parameters: the
+coefficients of the linear models, support vectors x features for the SVC,
+tree nodes for the forest, weights with gradients for the networks (the
+frozen model trains only its logistic regression).
+
+{chr(10).join(robust)}
+""")
+        if write:
+            ax = plot_learning_curve(ok)
+            ax.set_title("ELPV: test accuracy vs training images (3 folds)")
+            ax.figure.tight_layout()
+            ax.figure.savefig(OUT / "learning_curve.png", dpi=120)
+            plt.close(ax.figure)
+        headline.append(("ELPV, 100 training images: best transfer vs best classical",
+                         f"{at100[best_t]:.1%} vs {at100[best_c]:.1%}"))
+        headline.append((f"ELPV, {sizes[-1]} training images (3-fold CV): fine-tuned / frozen"
+                         " / best classical",
+                         f"{stats.loc[('fine_tuned', sizes[-1])]['mean']:.1%} / "
+                         f"{stats.loc[('frozen_lr', sizes[-1])]['mean']:.1%} / "
+                         f"{max(stats.loc[(m, sizes[-1])]['mean'] for m in CLASSICAL_MODELS):.1%}"))
+    cross = _load("cross_type")
+    if cross:
+        machine = machine or cross["machine"]
+        df = pd.DataFrame(cross["rows"])
+        lines = ["| model | mono → poly | poly → mono |", "|---|---|---|"]
+        for name in MODELS:
+            g = df[df["model"] == name].set_index("train")
+            if len(g):
+                lines.append(f"| {_label(name)} | {g.loc['mono', 'accuracy']:.1%} "
+                             f"(AUC {g.loc['mono', 'roc_auc']:.3f}) | "
+                             f"{g.loc['poly', 'accuracy']:.1%} "
+                             f"(AUC {g.loc['poly', 'roc_auc']:.3f}) |")
+        n = df.groupby("train")[["n_train", "n_test"]].first()
+        parts.append(f"""## Generalization: across cell types
+
+Trained on one cell type, tested on the other (mono: {n.loc['mono', 'n_train']} images,
+poly: {n.loc['poly', 'n_train']}). One fit per model, seed 0.
+
+{chr(10).join(lines)}
+""")
+    paper = _load("paper")
+    if paper:
+        machine = machine or paper["machine"]
+        lines = ["| model | accuracy | ROC AUC | fit |", "|---|---|---|---|"]
+        for r in paper["rows"]:
+            lines.append(f"| {_label(r['model'])} | {r['accuracy']:.2%} | {r['roc_auc']:.4f} "
+                         f"| {r['fit_s']:.0f} s |")
+        default = RESULTS / "transfer" / "default.json"
+        if default.exists():
+            d = json.loads(default.read_text())
+            lines.append(f"| TransferClassifier() defaults (`bench_transfer.py`) | "
+                         f"{d['accuracy']:.2%} | {d['roc_auc']:.4f} | {d['fit_s']:.0f} s |")
+            met = d["accuracy"] >= 0.885 and d["fit_s"] <= 1200
+            headline.append(("ELPV, Deitsch et al. protocol: TransferClassifier() vs "
+                             "fine-tuned VGG-19 (paper)",
+                             f"{d['accuracy']:.2%} vs 88.42%"))
+        for k, (acc, auc) in PAPER.items():
+            lines.append(f"| {k} | {acc:.2%} | {auc:.4f} | |")
+        bar = (f"\nBar (TransferClassifier() >= 88.5 % in <= 20 min): "
+               f"**{'met' if met else 'NOT met'}**.\n" if default.exists() else "")
+        parts.append(f"""## The paper's table: Deitsch et al. (2019) protocol
+
+75/25 split stratified by probability x cell type ({paper['n_train']} / {paper['n_test']}
+images); every model fitted on the same training part.
+
+{chr(10).join(lines)}
+{bar}""")
+    digits = _load("digits")
+    if digits:
+        machine = machine or digits["machine"]
+        df = pd.DataFrame(digits["rows"])
+        stats = df.groupby(["model", "per_class"], sort=False)["accuracy"].agg(["mean", "std"])
+        per = sorted(df["per_class"].unique())
+        lines = ["| model | " + " | ".join(f"{p}/class" for p in per) + " |",
+                 "|---|" + "---|" * len(per)]
+        for name in df["model"].unique():
+            lines.append(f"| {name} | " + " | ".join(
+                _fmt(*stats.loc[(name, p)]) for p in per) + " |")
+        svc = stats.xs("SVC(gamma=0.001), 8x8 pixels")["mean"]
+        best_transfer = max(
+            (m for m in df["model"].unique() if not m.startswith("SVC")),
+            key=lambda m: stats.loc[(m, per[0])]["mean"])
+        parts.append(f"""## Where it does not help: 8x8 digits
+
+scikit-learn's digits, a fixed test set of {digits['n_test']} images; training sets
+of k images per class drawn from the rest (3 seeds, mean ± std).
+
+{chr(10).join(lines)}
+
+With {per[0]} labels per class the SVC on raw pixels reaches {svc[per[0]]:.1%}; the best
+pretrained variant ({best_transfer}) {stats.loc[(best_transfer, per[0])]['mean']:.1%}.
+""")
+        headline.append((f"digits 8x8, {per[0]} labels per class: SVC on pixels vs best "
+                         "pretrained", f"{svc[per[0]]:.1%} vs "
+                         f"{stats.loc[(best_transfer, per[0])]['mean']:.1%}"))
+    text = ("# The seed's claims, measured\n\nGenerated by `benchmarks/seed_claims.py` from "
+            "`seed_claims/*.json`; nothing here is typed by hand.\n\n" + "\n".join(parts)
+            + (f"\n## Machine\n\n{machine_markdown(machine)}\n" if machine else ""))
+    if write:
+        (RESULTS / "seed_claims.md").write_text(text)
+        README.write_text(readme_with_headline(README.read_text(), headline))
+    return text, headline
+
+
+def readme_with_headline(readme: str, rows) -> str:
+    """``readme`` with the table between the headline markers made from ``rows``."""
+    table = "\n".join(["| measured on this repository's benchmarks | result |", "|---|---|"]
+                      + [f"| {k} | {v} |" for k, v in rows])
+    block = ("<!-- headline:start -->\n" + (f"{table}\n" if rows else "")
+             + "<!-- headline:end -->")
+    return re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda m: block,
+                  readme, flags=re.S)
+
+
+SECTIONS = {"curves": run_curves, "cross_type": run_cross_type, "paper": run_paper,
+            "digits": run_digits}
+
+if __name__ == "__main__":
+    for section in sys.argv[1:]:
+        SECTIONS[section]()
+    print(render()[0])
