@@ -7,8 +7,7 @@ import pytest
 import torch
 from skimage import data
 
-from sktransfer import PretrainedFeatureExtractor, list_backbones
-from sktransfer import _backbones
+from sktransfer import PretrainedFeatureExtractor, _backbones, list_backbones
 from sktransfer._backbones import WeightsError, load_backbone
 from sktransfer._inputs import Preprocess
 
@@ -19,7 +18,8 @@ def test_list_backbones():
     names = list_backbones()
     assert names[0] == "efficientnet_lite0"
     assert "torchvision/resnet50" in names and "timm/resnet50" in names
-    assert list_backbones("torchvision/resnet1*") == ["torchvision/resnet101", "torchvision/resnet152", "torchvision/resnet18"]
+    assert list_backbones("torchvision/resnet1*") == [
+        "torchvision/resnet101", "torchvision/resnet152", "torchvision/resnet18"]
 
 
 @pytest.mark.parametrize(

@@ -153,8 +153,8 @@ _TRANSFERREGRESSOR_NOT_UNIT_RANGE = [
 
 
 def _xfails(not_square, not_unit_range):
-    return {**{c: NOT_SQUARE for c in not_square},
-            **{c: NOT_UNIT_RANGE for c in not_unit_range}}
+    return {**dict.fromkeys(not_square, NOT_SQUARE),
+            **dict.fromkeys(not_unit_range, NOT_UNIT_RANGE)}
 
 
 EXPECTED_FAILED_CHECKS = {

@@ -6,20 +6,43 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+GUIDES = [README, README.parent / "docs" / "getting_started.md"]
+# The blocks of one page run in order, in one namespace, as a reader would.
+PAGES = {path.name: re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
+         for path in GUIDES}
 
 
-def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+def test_pages_have_examples():
+    assert all(len(blocks) >= 2 for blocks in PAGES.values())
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = code.replace("/tmp/sktransfer-cache", str(tmp_path / "cache"))
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    namespace = {"__name__": "__docs__"}
+    for code in PAGES[page]:
+        code = code.replace("/tmp/sktransfer-cache", str(tmp_path / "cache"))
+        exec(compile(code, page, "exec"), namespace)
 
 
 def test_ci_runs_the_readme_test_command():
     ci = (README.parent / ".ci" / "run").read_text()
     assert "test-command" in ci and "README.md" in ci
+
+
+def test_readme_headline_table_comes_from_the_results():
+    """The README's numbers are rendered from benchmarks/results, never typed."""
+    import importlib
+    import sys
+
+    bench = README.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        seed_claims = importlib.import_module("seed_claims")
+    finally:
+        sys.path.remove(str(bench))
+    _, rows = seed_claims.render(write=False)
+    text = README.read_text()
+    assert seed_claims.readme_with_headline(text, rows) == text
+    if (bench / "results" / "seed_claims" / "curves.json").exists():
+        assert rows, "results exist but the README table is empty"

@@ -12,8 +12,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sktransfer import PretrainedFeatureExtractor
-from sktransfer import _cache
+from sktransfer import PretrainedFeatureExtractor, _cache
 
 from .conftest import TINY
 
