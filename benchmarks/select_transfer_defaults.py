@@ -33,8 +33,8 @@ CANDIDATES = {
     "freeze2_valid10": {},
     "freeze2_all_data": {"validation_fraction": None},
     "freeze3_6_epochs": {"freeze": 3, "max_epochs": 6},
-    # ELPV cells are 300x300: no downsampling keeps thin cracks visible
-    "size300_6_epochs": {"image_size": 300, "max_epochs": 6},
+    # what sktransfer compare fits: one view per image, no early stopping
+    "no_flips_all_data": {"augment": False, "validation_fraction": None},
 }
 
 

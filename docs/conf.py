@@ -53,3 +53,15 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
 }
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _skip_routing_methods(app, what, name, obj, skip, options):
+    # scikit-learn's generated set_*_request methods document its own
+    # glossary, which these docs do not have.
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return skip
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_routing_methods)

@@ -474,6 +474,11 @@ def compare(data, y=None, *, models=None, train_sizes=(0.1, 0.3, 1.0), cv=3,
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise CompareError(f"Unknown model(s) {unknown}; choose from {list(MODELS)}.")
+    if int(cv) < 2:
+        raise CompareError(f"cv={cv}: cross-validation needs at least 2 folds.")
+    if not len(train_sizes) or any(s <= 0 for s in train_sizes):
+        raise CompareError(f"train_sizes={list(train_sizes)}: give positive fractions "
+                           "(<= 1.0) or image counts.")
     dataset = resolve_dataset(data, y, path_column, label_column)
     if quick:
         cv = 2

@@ -292,8 +292,10 @@ class PretrainedFeatureExtractor(
 
         Returns
         -------
-        features : ndarray of shape (n_samples, n_features_out_), float32
-            One row per image, in the order of ``X``.
+        features : ndarray of shape (n_samples, n_features), float32
+            One row per image, in the order of ``X``; ``n_features`` is
+            ``n_features_out_``. With ``on_error="nan"``, NaN rows for the
+            images that could not be read.
         """
         check_is_fitted(self)
         check_input_columns(self, X, reset=False)

@@ -122,10 +122,14 @@ def test_time_budget_skips_and_reports():
     assert res["status"].str.startswith("skipped").sum() == len(res) - 1
 
 
-def test_unknown_model_is_named():
+def test_unknown_model_and_bad_options_are_named():
     X, y = make_images(8, size=32)
     with pytest.raises(CompareError, match="'svm'"):
         compare(X, y, models=["svm"], verbose=False)
+    with pytest.raises(CompareError, match="cv=1"):
+        compare(X, y, cv=1, verbose=False)
+    with pytest.raises(CompareError, match="train_sizes"):
+        compare(X, y, train_sizes=[0], verbose=False)
 
 
 def test_quick_elpv_smoke(tmp_path, capsys):

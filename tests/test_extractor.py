@@ -139,7 +139,7 @@ def test_memory_is_pickleable_and_cloneable(tmp_path, images):
 
 
 def test_default_backbone_pipeline_cross_validates_on_elpv(tmp_path):
-    """Real weights, real data, offline: the quickstart pipeline on 300 ELPV cells."""
+    """Real weights, real data, offline: frozen features + LR on 300 ELPV cells."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     from sktransfer.datasets import load_elpv

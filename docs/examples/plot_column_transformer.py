@@ -36,7 +36,7 @@ cache = tempfile.mkdtemp()
 def model(columns):
     parts = [("image", PretrainedFeatureExtractor(memory=cache), ["image"])]
     if "cell_type" in columns:
-        parts.append(("type", OneHotEncoder(), ["cell_type"]))
+        parts.append(("type", OneHotEncoder(sparse_output=False), ["cell_type"]))
     return make_pipeline(ColumnTransformer(parts), StandardScaler(),
                          LogisticRegression(C=0.01, max_iter=2000))
 
