@@ -15,8 +15,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,7 +31,10 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from ._inputs import Preprocess, _safe_load, check_images
+from ._inputs import ArrayLike, ImageInput, Preprocess, _safe_load, check_images
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
@@ -383,9 +388,13 @@ def _log(msg, verbose):
         print(msg, file=sys.stderr, flush=True)
 
 
-def compare(data, y=None, *, models=None, train_sizes=(0.1, 0.3, 1.0), cv=3,
-            image_size=None, max_minutes=None, quick=False, out=None, seed=0,
-            cache=None, path_column="path", label_column="label", verbose=True):
+def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
+            models: list[str] | None = None,
+            train_sizes: Sequence[int | float] = (0.1, 0.3, 1.0), cv: int = 3,
+            image_size: int | None = None, max_minutes: float | None = None,
+            quick: bool = False, out: str | os.PathLike | None = None, seed: int = 0,
+            cache: str | os.PathLike | None = None, path_column: str = "path",
+            label_column: str = "label", verbose: bool = True) -> pd.DataFrame:
     """Cross-validate transfer learning against classical baselines.
 
     Every model is fitted on the same stratified folds and, for each train

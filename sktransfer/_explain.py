@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._inputs import Preprocess, check_images, iter_batches
+from ._inputs import ImageInput, Preprocess, check_images, iter_batches
 
 
 def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,8 +76,8 @@ def explain(estimator, X, target=None) -> np.ndarray:
     return out
 
 
-def plot_explanations(X, heatmaps, *, titles=None, n_cols=4, alpha=0.45, cmap="jet",
-                      axes=None):
+def plot_explanations(X: ImageInput, heatmaps: np.ndarray, *, titles=None, n_cols: int = 4,
+                      alpha: float = 0.45, cmap: str = "jet", axes=None):
     """Overlay heatmaps (e.g. from ``TransferClassifier.explain``) on their images.
 
     Parameters

@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 from . import _device
 from ._backbones import DEFAULT_BACKBONE, drop_head, load_backbone
 from ._cache import EmbeddingCache
-from ._inputs import ImageError, ImageWarning, Preprocess, check_images, iter_batches
+from ._inputs import (
+    ImageError,
+    ImageInput,
+    ImageWarning,
+    Preprocess,
+    check_images,
+    iter_batches,
+)
 from ._persistence import TorchModelPickleMixin, check_input_columns
 
 
@@ -199,7 +206,7 @@ class PretrainedFeatureExtractor(
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: ImageInput, y: None = None) -> PretrainedFeatureExtractor:
         """Load the backbone and check ``X``.
 
         Nothing is learned from ``X``: the backbone stays frozen. ``X`` is
@@ -282,7 +289,7 @@ class PretrainedFeatureExtractor(
                               autocast_start=start, forward=forward)
         return feats.cpu().numpy()
 
-    def transform(self, X):
+    def transform(self, X: ImageInput) -> np.ndarray:
         """Embed each image of ``X``.
 
         Parameters

@@ -24,6 +24,7 @@ import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 _MAX_LISTED = 20
+
+
+#: What every estimator takes as ``X``: paths, PIL images, arrays, or a
+#: one-column DataFrame / Series of them (see the user guide).
+ImageInput = Any
+
+#: Labels or targets.
+ArrayLike = Any
 
 
 class ImageError(ValueError):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import _device
 from ._backbones import DEFAULT_BACKBONE, load_backbone
-from ._inputs import Preprocess, check_images, iter_batches
+from ._inputs import ArrayLike, ImageInput, Preprocess, check_images, iter_batches
 from ._network import TopNetwork, TransferNetwork
 from ._persistence import TorchModelPickleMixin, check_input_columns
 
@@ -782,7 +782,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         self.label_smoothing = label_smoothing
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ImageInput, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> TransferClassifier:
         """Fine-tune on images ``X`` with labels ``y``.
 
         Parameters
@@ -847,7 +848,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         splitter = StratifiedShuffleSplit(1, test_size=n_valid, random_state=seed)
         return next(splitter.split(np.zeros(n), y_enc))
 
-    def explain(self, X, target=None):
+    def explain(self, X: ImageInput, target: ArrayLike | None = None) -> np.ndarray:
         """Grad-CAM heatmaps: where in each image the evidence for a class lies.
 
         Parameters
@@ -881,12 +882,12 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
 
         return explain(self, X, target)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ImageInput) -> np.ndarray:
         """Class probabilities, rows summing to 1, columns in ``classes_`` order."""
         logits = torch.from_numpy(self._raw_predict(X))
         return logits.softmax(dim=1).numpy()
 
-    def predict(self, X):
+    def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class labels."""
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(axis=1)]
@@ -913,7 +914,8 @@ class TransferRegressor(RegressorMixin, _TransferBase):
     """
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ImageInput, y: ArrayLike,
+            sample_weight: ArrayLike | None = None) -> TransferRegressor:
         """Fine-tune on images ``X`` with real-valued targets ``y``.
 
         Parameters
@@ -962,7 +964,7 @@ class TransferRegressor(RegressorMixin, _TransferBase):
                              "training images.")
         return next(ShuffleSplit(1, test_size=n_valid, random_state=seed).split(y_enc))
 
-    def predict(self, X):
+    def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted targets, in the units of ``y``."""
         out = self._raw_predict(X) * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_1d else out

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 
-def load_elpv():
+def load_elpv() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Load the ELPV solar-cell data set as file paths and labels.
 
     2,624 electroluminescence images (300x300, 8-bit grayscale) of solar
