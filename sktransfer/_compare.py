@@ -31,7 +31,7 @@ from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from ._inputs import ArrayLike, ImageInput, Preprocess, _safe_load, check_images
+from ._inputs import ArrayLike, ImageInput, Preprocess, check_images, iter_batches
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,20 +155,14 @@ def decode_all(source, size: int, n_jobs: int | None = None):
     Returns the tensor of the readable images, their positions, and
     ``(index, item, reason)`` for each unreadable one.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))
-    good, images, problems = [], [], []
-    workers = max(1, n_jobs or min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        for i, (t, err) in enumerate(pool.map(lambda i: _safe_load(source, i, size),
-                                              range(len(source)))):
-            if err is not None:
-                problems.append(err)
-            else:
-                good.append(i)
-                images.append(pre.resize([t])[0])
-    pixels = torch.stack(images) if images else torch.empty(0, 3, size, size)
+    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))  # resize only: values stay in [0, 1]
+    good, batches, problems = [], [], []
+    workers = n_jobs or min(4, os.cpu_count() or 1)
+    for pos, batch in iter_batches(source, range(len(source)), 64, pre, workers,
+                                   skipped=problems):
+        good.extend(pos.tolist())
+        batches.append(batch)
+    pixels = torch.cat(batches) if batches else torch.empty(0, 3, size, size)
     return pixels, np.array(good, dtype=int), problems
 
 

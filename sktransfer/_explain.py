@@ -15,8 +15,11 @@ import torch.nn.functional as F
 from ._inputs import ImageInput, Preprocess, check_images, iter_batches
 
 
-def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
     """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised ``batch``.
+
+    ``targets=None`` explains each image's predicted class (from the same
+    forward pass).
 
     ``network`` is a :class:`~sktransfer._network.TransferNetwork`; the map is
     taken at the output of its last unit that still has a spatial layout.
@@ -32,6 +35,8 @@ def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
         if feature is None:
             raise ValueError("The backbone has no spatial feature map to explain.")
         logits = network.head(x)
+        if targets is None:
+            targets = logits.argmax(dim=1)
         score = logits.gather(1, targets.view(-1, 1)).sum()
         grads = torch.autograd.grad(score, feature)[0]
     weights = grads.mean(dim=(2, 3), keepdim=True)
@@ -50,9 +55,8 @@ def explain(estimator, X, target=None) -> np.ndarray:
     source = check_images(X)
     pre = Preprocess(**estimator.preprocess_)
     n, size = len(source), pre.size
-    if target is None:
-        targets = np.argmax(estimator.predict_proba(X), axis=1)
-    else:
+    targets = None  # the predicted classes, found in the Grad-CAM pass itself
+    if target is not None:
         labels = np.broadcast_to(np.asarray(target, dtype=object), (n,))
         unknown = sorted({str(t) for t in labels if t not in set(estimator.classes_.tolist())})
         if unknown:
@@ -68,7 +72,7 @@ def explain(estimator, X, target=None) -> np.ndarray:
     try:
         for pos, batch in iter_batches(source, range(n), estimator.batch_size, pre,
                                        estimator.n_jobs):
-            t = torch.as_tensor(targets[pos], device=device)
+            t = None if targets is None else torch.as_tensor(targets[pos], device=device)
             out[pos] = grad_cam(network, batch.to(device), t).cpu().numpy()
     finally:
         for p, flag in zip(network.parameters(), params):
