@@ -111,6 +111,22 @@ class ImageSource:
             raise ValueError(item.reason)
         return _array_to_tensor(item)
 
+    def shorter_side(self, i: int) -> int | None:
+        """Shorter side of item ``i`` in pixels, read from the file header
+        only; ``None`` if it cannot be read (decoding will report why)."""
+        item = self.items[i]
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                with Image.open(item) as im:
+                    return min(im.size)
+            except Exception:  # unreadable: decoding reports it with the reason
+                return None
+        if isinstance(item, Image.Image):
+            return min(item.size)
+        if isinstance(item, _BadItem):
+            return None
+        return min(np.shape(item)[:2])
+
     def content_key(self, i: int) -> str:
         """SHA-256 of the image content (not its name) for the cache."""
         item = self.items[i]

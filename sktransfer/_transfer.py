@@ -272,7 +272,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         "backbone": [str],
         "weights": [str, os.PathLike, None],
         "freeze": [StrOptions(set(FREEZE_OPTIONS)), Interval(Integral, 0, None, closed="left")],
-        "image_size": [Interval(Integral, 8, None, closed="left"), None],
+        "image_size": [Interval(Integral, 8, None, closed="left"), StrOptions({"auto"}), None],
         "augment": ["boolean", StrOptions(set(AUGMENT_OPTIONS)), callable],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -299,9 +299,9 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         backbone=DEFAULT_BACKBONE,
         weights="DEFAULT",
         freeze=2,
-        image_size=None,
+        image_size="auto",
         augment="flips",
-        max_epochs=12,
+        max_epochs=6,
         batch_size=32,
         lr=1e-3,
         backbone_lr_mult=1.0,
@@ -313,7 +313,7 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
         device="auto",
         precision="auto",
         n_jobs=None,
-        tta=False,
+        tta="auto",
         warm_start=False,
         checkpoint_dir=None,
         verbose=0,
@@ -388,10 +388,11 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
                 backbone = load_backbone(self.backbone, self.weights, seed=seed)
                 self.stages_ = list(backbone.stages)
                 self.preprocess_ = {
-                    "size": int(self.image_size or backbone.input_size),
+                    "size": self._input_size(source, backbone.input_size),
                     "mean": backbone.mean, "std": backbone.std,
                     "interpolation": backbone.interpolation,
                 }
+                self.image_size_ = self.preprocess_["size"]
                 self.model_ = TransferNetwork.from_backbone(
                     backbone, self._n_outputs, dropout=self.dropout)
             network = self.model_
@@ -424,6 +425,19 @@ class _TransferBase(TorchModelPickleMixin, BaseEstimator):
             self._train(module, network, train_ds, valid_ds, gradual_units, checkpoint)
         self.model_.eval()
         return self
+
+    def _input_size(self, source, backbone_size: int) -> int:
+        """The network's input side: ``image_size``, or for ``"auto"`` the
+        images' own (median shorter side of up to 256 of them), kept within
+        [backbone size, 1.5 x backbone size]."""
+        if self.image_size is None:
+            return int(backbone_size)
+        if self.image_size != "auto":
+            return int(self.image_size)
+        probe = np.unique(np.linspace(0, len(source) - 1, min(len(source), 256)).astype(int))
+        sides = [s for s in map(source.shorter_side, probe) if s is not None]
+        side = int(np.median(sides)) if sides else backbone_size
+        return int(min(max(side, backbone_size), round(1.5 * backbone_size)))
 
     def _use_tta(self):
         return self.tta is True or (self.tta == "auto" and self.augment == "flips")
@@ -655,8 +669,15 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         the first epoch, then unfreezes one more stage per epoch, deepest
         first. Frozen parts keep ``requires_grad=False`` and stay in eval mode,
         so their BatchNorm statistics never change.
-    image_size : int or None, default=None
-        Side of the square network input; ``None`` uses the backbone's.
+    image_size : int, "auto" or None, default="auto"
+        Side of the square network input. ``None``: the backbone's (224 for
+        EfficientNet-Lite0). ``"auto"``: the training images' own shorter
+        side (median), kept between the backbone's size and 1.5 times it, so
+        that larger images keep fine detail (ELPV's 300x300 cells: 300,
+        which raised inner cross-validated accuracy from 87.2 % to 89.1 %,
+        ``benchmarks/results/transfer_selection.md``) at up to 2.25 times
+        the compute; smaller images are upsampled to the backbone's size.
+        The size used is ``image_size_``.
     augment : bool, "flips" or callable, default="flips"
         Training-time augmentation. ``"flips"``: the four horizontal/vertical
         flips of each image. ``True``: random resized crop, horizontal flip,
@@ -666,7 +687,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         part's output is computed once per fit (once per flip) and only the
         top is trained on it, instead of recomputing the frozen trunk every
         epoch (``fast_path_``).
-    max_epochs : int, default=12
+    max_epochs : int, default=6
         Maximum number of passes over the training data.
     batch_size : int, default=32
         Images per training and prediction batch.
@@ -700,11 +721,12 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         ``"bfloat16"`` forces bf16 everywhere, ``"float32"`` nowhere.
     n_jobs : int or None, default=None
         Threads decoding image files.
-    tta : bool or "auto", default=False
+    tta : bool or "auto", default="auto"
         Test-time augmentation: predictions average the logits of the four
-        flips of each image. ``"auto"``: when ``augment="flips"``, the views
-        the model was trained on. Off by default: on ELPV it raised ROC AUC
-        (0.921 -> 0.927) but lowered accuracy at the 0.5 threshold.
+        flips of each image (four times the prediction cost). ``"auto"``:
+        when ``augment="flips"``, the views the model was trained on. On
+        ELPV it raised inner cross-validated accuracy (89.1 % -> 89.4 %) and
+        ROC AUC (``benchmarks/results/transfer_selection.md``).
     warm_start : bool, default=False
         If True, ``fit`` continues training the fitted network for
         ``max_epochs`` more epochs instead of starting again.
@@ -734,6 +756,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         skorch's per-epoch history (losses, validation accuracy, timings).
     n_epochs_ : int
         Epochs run.
+    image_size_ : int
+        Side of the network input used (see ``image_size``).
     fast_path_ : bool
         Whether the frozen part's output was computed once and reused.
     resumed_from_epoch_ : int
@@ -764,11 +788,11 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     }
 
     def __init__(self, *, backbone=DEFAULT_BACKBONE, weights="DEFAULT", freeze=2,
-                 image_size=None, augment="flips", max_epochs=12, batch_size=32, lr=1e-3,
+                 image_size="auto", augment="flips", max_epochs=6, batch_size=32, lr=1e-3,
                  backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.2,
                  validation_fraction=0.1, patience=5, class_weight=None,
                  label_smoothing=0.1, device="auto", precision="auto", n_jobs=None,
-                 tta=False, warm_start=False, checkpoint_dir=None, verbose=0,
+                 tta="auto", warm_start=False, checkpoint_dir=None, verbose=0,
                  random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, freeze=freeze, image_size=image_size,
@@ -861,7 +885,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
 
         Returns
         -------
-        heatmaps : ndarray of shape (n_samples, image_size, image_size)
+        heatmaps : ndarray of shape (n_samples, image_size_, image_size_)
             float32 in [0, 1], aligned with ``X`` (the network's input
             resolution; the whole image, resized). Plot them over the images
             with :func:`sktransfer.plot_explanations`.

@@ -209,3 +209,36 @@ def test_contract_on_images(data, Est):
     np.testing.assert_allclose(out(X[::-1]), pred[::-1], rtol=1e-4, atol=1e-5)
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.predict(X), est.predict(X))
+
+
+def test_image_size_auto_follows_the_images_within_bounds(tmp_path):
+    from PIL import Image
+
+    from sktransfer._inputs import check_images
+
+    clf = TransferClassifier(image_size="auto")
+    base = 224
+    for side, expected in [(8, 224), (224, 224), (300, 300), (336, 336), (1000, 336)]:
+        X = np.zeros((3, side, side + 5, 3), dtype=np.uint8)  # the shorter side counts
+        assert clf._input_size(check_images(X), base) == expected
+    # Files: read from the header; an unreadable file does not count here
+    # (decoding reports it later) and the median ignores one odd size.
+    paths = []
+    for i, side in enumerate([300, 300, 260, 1000]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("L", (side, side)).save(paths[-1])
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert clf._input_size(check_images([*paths, tmp_path / "bad.png"]), base) == 300
+    assert TransferClassifier(image_size=None)._input_size(check_images(paths), base) == base
+    assert TransferClassifier(image_size=64)._input_size(check_images(paths), base) == 64
+
+
+def test_image_size_auto_in_fit(data):
+    from sktransfer._backbones import load_backbone
+
+    X, y = data  # 32x32 images, smaller than the tiny backbone's own input
+    base = load_backbone(FAST["backbone"], None).input_size
+    assert base > 32
+    clf = TransferClassifier(**{**FAST, "image_size": "auto"}).fit(X, y)
+    assert clf.image_size_ == clf.preprocess_["size"] == base
+    assert clf.predict_proba(X).shape == (len(X), 2)
