@@ -885,9 +885,9 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
 
         Returns
         -------
-        heatmaps : ndarray of shape (n_samples, image_size_, image_size_)
-            float32 in [0, 1], aligned with ``X`` (the network's input
-            resolution; the whole image, resized). Plot them over the images
+        heatmaps : ndarray of shape (n_samples, size, size)
+            float32 in [0, 1], aligned with ``X``, at the network's input
+            resolution (``size = image_size_``; the whole image, resized). Plot them over the images
             with :func:`sktransfer.plot_explanations`.
 
         Examples
