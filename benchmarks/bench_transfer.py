@@ -16,6 +16,7 @@ Models: ``frozen_lr``, ``default`` (TransferClassifier() as shipped),
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import time
@@ -43,6 +44,14 @@ def _defaults():
     p = TransferClassifier().get_params()
     return ", ".join(f"{k}={p[k]!r}" for k in
                      ("freeze", "image_size", "augment", "tta", "max_epochs", "patience"))
+
+
+def _tta_used(params):
+    """'on'/'off' from a result's stored parameters (none stored: the old default, off)."""
+    if not params:
+        return "off"
+    kw = {k: ast.literal_eval(params[k]) for k in ("tta", "augment")}
+    return "on" if TransferClassifier(**kw)._use_tta() else "off"
 
 
 def models():
@@ -133,8 +142,8 @@ def render():
             machine = r["machine"]
             # Results from before the params were stored ran under the
             # defaults of their day: 224 px, 12 epochs at most, no TTA.
-            size = r.get("image_size", 224 if "epochs_run" in r else "224")
-            tta = r.get("params", {}).get("tta", "False" if "epochs_run" in r else "")
+            size = r.get("image_size", 224)
+            tta = _tta_used(r.get("params")) if "epochs_run" in r else ""
             rows.append(
                 f"| {r['label']} | {size} | {tta} | {r['accuracy']:.2%} | {r['f1']:.3f} "
                 f"| {r['roc_auc']:.4f} | {r['fit_s'] / 60:.1f} min | {r['predict_s']:.0f} s "

@@ -81,6 +81,21 @@ def inner_folds(n_splits=3):
         yield X_train[a], y_train[a], X_train[b], y_train[b]
 
 
+def _fit(params, X_fit, y_fit):
+    """A candidate (the listed parameters over ``BEFORE``), fitted; and its fit time."""
+    model = TransferClassifier(random_state=0, verbose=1, **{**BEFORE, **params})
+    t = time.perf_counter()
+    model.fit(X_fit, y_fit)
+    return model, time.perf_counter() - t
+
+
+def _score(model, X_val, y_val):
+    t = time.perf_counter()
+    proba = model.predict_proba(X_val)[:, 1]
+    return {"accuracy": accuracy_score(y_val, proba >= 0.5),
+            "roc_auc": roc_auc_score(y_val, proba), "predict_s": time.perf_counter() - t}
+
+
 def run_cv(name):
     params = CV_CANDIDATES[name]
     out = RESULTS / "transfer_selection" / f"{name}.json"
@@ -89,17 +104,11 @@ def run_cv(name):
     for k, (X_fit, y_fit, X_val, y_val) in enumerate(inner_folds()):
         print(f"== {name} {params} fold {k}: fit on {len(y_fit)}, score on {len(y_val)}",
               file=sys.stderr, flush=True)
-        model = TransferClassifier(random_state=0, verbose=1, **{"tta": False, **params})
-        t = time.perf_counter()
-        model.fit(X_fit, y_fit)
+        model, fit_s = _fit(params, X_fit, y_fit)
         fold = {"fold": k, "n_fit": len(y_fit), "n_inner_valid": len(y_val),
-                "fit_s": time.perf_counter() - t, "epochs_run": model.n_epochs_}
+                "fit_s": fit_s, "epochs_run": model.n_epochs_}
         for tta in (False, True):
-            t = time.perf_counter()
-            proba = model.set_params(tta=tta).predict_proba(X_val)[:, 1]
-            fold[f"tta_{tta}"] = {"accuracy": accuracy_score(y_val, proba >= 0.5),
-                                  "roc_auc": roc_auc_score(y_val, proba),
-                                  "predict_s": time.perf_counter() - t}
+            fold[f"tta_{tta}"] = _score(model.set_params(tta=tta), X_val, y_val)
         folds.append(fold)
         print(f"   without TTA {fold['tta_False']['accuracy']:.4f}, with flip TTA "
               f"{fold['tta_True']['accuracy']:.4f}", file=sys.stderr, flush=True)
@@ -113,17 +122,13 @@ def run_cv(name):
 def run(name):
     params = CANDIDATES[name]
     X_fit, y_fit, X_val, y_val = inner_split()
-    model = TransferClassifier(random_state=0, verbose=1, **{**BEFORE, **params})
     print(f"== {name}: {params}", file=sys.stderr, flush=True)
-    t = time.perf_counter()
-    model.fit(X_fit, y_fit)
-    fit_s = time.perf_counter() - t
-    proba = model.predict_proba(X_val)[:, 1]
+    model, fit_s = _fit(params, X_fit, y_fit)
+    scores = _score(model, X_val, y_val)
     result = {
         "candidate": name, "params": {k: repr(v) for k, v in params.items()},
         "n_fit": len(y_fit), "n_inner_valid": len(y_val),
-        "accuracy": accuracy_score(y_val, proba >= 0.5),
-        "roc_auc": roc_auc_score(y_val, proba), "fit_s": fit_s,
+        "accuracy": scores["accuracy"], "roc_auc": scores["roc_auc"], "fit_s": fit_s,
         "epochs_run": model.n_epochs_,
         "history": [{k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
                     for row in model.history_],
