@@ -194,7 +194,7 @@ def render_cv():
         tta = means[best][True] > means[best][False]
         verdict = (f"**{best}** has the best mean inner accuracy; flip TTA "
                    + ("raises it, so `tta='auto'` becomes the default."
-                      if tta else "does not raise it, so `tta=False` stays the default."))
+                      if tta else "does not raise it, so `tta=False` is the default."))
     else:
         verdict = "not every candidate has run its 3 folds yet: no decision."
     return f"""
@@ -209,6 +209,9 @@ patience 5). Rules fixed before the run: the best mean
 inner accuracy sets the training defaults if its fit on all 1,968 training
 images is projected within 20 minutes (projection: fit time x 1968/1312);
 TTA becomes the default if it raises that candidate's mean inner accuracy.
+A second round (cv_freeze1_300, cv_300_all_data) ran later on the same folds
+under the same rule, over all candidates together, on an otherwise idle
+machine.
 Decision: {verdict}
 
 {HEADER}

@@ -240,7 +240,8 @@ def _raise_keyboard_interrupt():
 
 def test_keyboard_interrupt_then_resume(tmp_path, monkeypatch, capsys):
     X, y = make_images(24, size=32)
-    params = dict(FAST, max_epochs=4, patience=None, checkpoint_dir=str(tmp_path / "ck"))
+    params = dict(FAST, max_epochs=4, patience=None, validation_fraction=0.1,
+                  checkpoint_dir=str(tmp_path / "ck"))
     _interrupt_at_epoch(monkeypatch, 3, _raise_keyboard_interrupt)
     clf = TransferClassifier(**params)
     with pytest.raises(KeyboardInterrupt):
@@ -280,19 +281,21 @@ def test_killed_process_resumes(tmp_path):
             return original(net, X, y)
         _transfer._valid_accuracy = killer
         d = np.load({str(tmp_path / 'data.npz')!r})
-        TransferClassifier(**{dict(FAST, max_epochs=4, patience=None, checkpoint_dir=str(ck))!r}
+        TransferClassifier(**{dict(FAST, max_epochs=4, patience=None, validation_fraction=0.1,
+                                   checkpoint_dir=str(ck))!r}
                            ).fit(d["X"], d["y"])
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    clf = TransferClassifier(**dict(FAST, max_epochs=4, patience=None,
+    clf = TransferClassifier(**dict(FAST, max_epochs=4, patience=None, validation_fraction=0.1,
                                     checkpoint_dir=str(ck))).fit(X, y)
     assert clf.resumed_from_epoch_ == 2 and clf.n_epochs_ == 4
 
 
 def test_resumed_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
     X, y = make_images(24, size=32)
-    params = dict(FAST, max_epochs=5, patience=3, checkpoint_dir=str(tmp_path / "ck"))
+    params = dict(FAST, max_epochs=5, patience=3, validation_fraction=0.1,
+                  checkpoint_dir=str(tmp_path / "ck"))
     _interrupt_at_epoch(monkeypatch, 4, _raise_keyboard_interrupt)
     with pytest.raises(KeyboardInterrupt):
         TransferClassifier(**params).fit(X, y)
