@@ -11,7 +11,7 @@ Run: ``python benchmarks/bench_transfer.py [MODEL ...]`` (needs the ``bench``
 extra). Each model's result goes to ``benchmarks/results/transfer/<model>.json``
 and all of them are rendered into ``benchmarks/results/transfer.md``.
 Models: ``frozen_lr``, ``default`` (TransferClassifier() as shipped, random_state=0),
-``default_seed_1``, ``default_seed_2`` (the same with other seeds),
+``default_seed_1`` .. ``default_seed_4`` (the same with other seeds),
 ``first_cv_defaults``, ``previous_defaults``, ``freeze_backbone``, ``freeze_3``, ``freeze_none``.
 """
 
@@ -70,7 +70,7 @@ def models():
         # dropout): how much of a difference between rows one seed explains.
         **{f"default_seed_{k}": (f"TransferClassifier(random_state={k}) with default settings",
                                  lambda k=k: TransferClassifier(random_state=k, verbose=1))
-           for k in (1, 2)},
+           for k in (1, 2, 3, 4)},
         "first_cv_defaults": ("TransferClassifier(max_epochs=6, validation_fraction=0.1, "
                               "tta='auto'): the defaults the first inner CV chose",
                               lambda: TransferClassifier(max_epochs=6, validation_fraction=0.1,
@@ -167,12 +167,22 @@ def render():
     spread = ""
     if len(seeds) > 1:
         acc = np.array([r["accuracy"] for r in seeds])
+        # Fixed after seeds 0-2 had run (88.62 % on average) and before seeds
+        # 3-4 ran: the default settings' mean over the five seeds, each fit
+        # within the budget.
+        seeds_met = (len(seeds) == 5 and acc.mean() >= 0.885
+                     and max(r["fit_s"] for r in seeds) <= 20 * 60)
         spread = (f"\nDefault settings over {len(seeds)} seeds (random_state 0 and the "
                   f"default_seed rows): accuracy {acc.mean():.2%} ± {acc.std(ddof=1):.2%} "
                   f"(min {acc.min():.2%}, max {acc.max():.2%}), ROC AUC "
                   f"{np.mean([r['roc_auc'] for r in seeds]):.4f}, fit "
                   f"{np.mean([r['fit_s'] for r in seeds]) / 60:.1f} min on average. One seed's "
-                  "test accuracy has a standard error of about 1.3 points on 656 images.\n")
+                  "test accuracy has a standard error of about 1.3 points on 656 images "
+                  "(shared by all seeds: the same test images).\n"
+                  "\nBar over seeds 0-4 (mean >= 88.5 %, every fit <= 20 min; this rule "
+                  "was fixed after seeds 0-2 and before seeds 3-4 ran): "
+                  + ("**met**" if seeds_met else "**not met**"
+                     if len(seeds) == 5 else "not all five seeds have run") + ".\n")
     paper = "\n".join(f"| {k} | | | {a:.2%} | | {auc:.4f} | | | |"
                       for k, (a, auc) in PAPER.items())
     bar = ""
@@ -180,7 +190,8 @@ def render():
     if default.exists():
         d = json.loads(default.read_text())
         met = d["accuracy"] >= 0.885 and d["fit_s"] <= 20 * 60
-        bar = (f"\nBar (default settings >= 88.5 % in <= 20 min): **{'met' if met else 'NOT met'}**"
+        bar = (f"\nBar on random_state=0 (default settings >= 88.5 % in <= 20 min): "
+               f"**{'met' if met else 'NOT met'}**"
                f" ({d['accuracy']:.2%} in {d['fit_s'] / 60:.1f} min).\n")
     text = f"""# Fine-tuning on ELPV (Deitsch et al. 2019 protocol)
 
