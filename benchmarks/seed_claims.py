@@ -335,13 +335,22 @@ higher. {verdict}
             d = json.loads(default.read_text())
             lines.append(f"| TransferClassifier() defaults (`bench_transfer.py`) | "
                          f"{d['accuracy']:.2%} | {d['roc_auc']:.4f} | {d['fit_s']:.0f} s |")
-            met = d["accuracy"] >= 0.885 and d["fit_s"] <= 1200
+            seeds = [d] + [json.loads(f.read_text()) for f in
+                           sorted((RESULTS / "transfer").glob("default_seed_*.json"))]
+            mean = np.mean([r["accuracy"] for r in seeds])
+            lines.append(f"| TransferClassifier() defaults, mean of {len(seeds)} seeds | "
+                         f"{mean:.2%} | {np.mean([r['roc_auc'] for r in seeds]):.4f} "
+                         f"| {np.mean([r['fit_s'] for r in seeds]):.0f} s |")
+            # as in bench_transfer.py: the five-seed mean, every fit in budget
+            met = (len(seeds) == 5 and mean >= 0.885
+                   and max(r["fit_s"] for r in seeds) <= 1200)
             headline.append(("ELPV, Deitsch et al. protocol: TransferClassifier() vs "
                              "fine-tuned VGG-19 (paper)",
                              f"{d['accuracy']:.2%} vs 88.42%"))
         for k, (acc, auc) in PAPER.items():
             lines.append(f"| {k} | {acc:.2%} | {auc:.4f} | |")
-        bar = (f"\nBar (TransferClassifier() >= 88.5 % in <= 20 min): "
+        bar = (f"\nBar (TransferClassifier() >= 88.5 % in <= 20 min, mean over seeds 0-4; "
+               f"seed 0 alone: {d['accuracy']:.2%}): "
                f"**{'met' if met else 'NOT met'}**.\n" if default.exists() else "")
         parts.append(f"""## The paper's table: Deitsch et al. (2019) protocol
 
