@@ -1,7 +1,6 @@
 """scikit-learn estimators backed by pretrained deep CNNs."""
 
 from ._backbones import list_backbones
-from ._compare import CompareError, compare
 from ._explain import plot_explanations
 from ._extractor import PretrainedFeatureExtractor
 from ._inputs import ImageError, ImageWarning
@@ -23,3 +22,18 @@ __all__ = [
     "plot_explanations",
     "__version__",
 ]
+
+# compare pulls in pandas, matplotlib and scikit-image: loaded on first use.
+_LAZY = {"compare", "CompareError"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import _compare
+
+        return getattr(_compare, name)
+    raise AttributeError(f"module 'sktransfer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _LAZY)

@@ -25,6 +25,16 @@ def _sizes(text):
             f"{text!r}: give comma-separated fractions (0.1) or image counts (100)") from None
 
 
+def _image_size(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 'auto', 'none' or a number of pixels") from None
+
+
 def _add_compare(sub):
     from ._compare import MODELS
 
@@ -50,8 +60,10 @@ def _add_compare(sub):
                      help="learning-curve sizes: fractions of a training fold or image "
                           "counts (default 0.1,0.3,1.0)")
     cmp.add_argument("--cv", type=int, default=3, help="number of folds (default 3)")
-    cmp.add_argument("--image-size", type=int, default=None,
-                     help="input side of the pretrained models (default: the backbone's)")
+    cmp.add_argument("--image-size", type=_image_size, default="auto",
+                     help="input side of the pretrained models: 'auto' (default: the "
+                          "images' own, within 1x-1.5x the backbone's), 'none' (the "
+                          "backbone's) or a number of pixels")
     cmp.add_argument("--max-minutes", type=float, default=30.0,
                      help="time budget; fits that would overrun it are skipped and "
                           "reported (default 30)")
@@ -59,9 +71,12 @@ def _add_compare(sub):
                      help="smoke test: 120 images, 2 folds, few epochs")
     cmp.add_argument("--out", default="sktransfer-compare",
                      help="results folder (default ./sktransfer-compare)")
-    cmp.add_argument("--seed", type=int, default=0)
-    cmp.add_argument("--cache", default=None,
-                     help="embedding cache directory (default: ~/.cache/sktransfer)")
+    cmp.add_argument("--random-state", type=int, default=None,
+                     help="seed of the folds, subsets and models (default: drawn at random "
+                          "and recorded in results.json)")
+    cmp.add_argument("--memory", default=None,
+                     help="folder that keeps the frozen model's embeddings between runs "
+                          "(default: none kept after the run)")
     cmp.add_argument("--path-column", default="path")
     cmp.add_argument("--label-column", default="label")
 
@@ -72,17 +87,17 @@ def _run_compare(args) -> int:
     from ._compare import CompareError, compare, format_table
     from ._inputs import ImageError
 
-    cache = args.cache or os.path.join(os.path.expanduser("~"), ".cache", "sktransfer")
     try:
         results = compare(
             args.data, models=args.models, train_sizes=args.train_sizes, cv=args.cv,
             image_size=args.image_size, max_minutes=args.max_minutes, quick=args.quick,
-            out=args.out, seed=args.seed, cache=cache, path_column=args.path_column,
-            label_column=args.label_column)
+            out=args.out, random_state=args.random_state, memory=args.memory,
+            path_column=args.path_column, label_column=args.label_column)
     except (CompareError, ImageError, ImportError) as exc:
         print(f"sktransfer compare: error: {exc}", file=sys.stderr)
         return 1
     print(format_table(results))
+    print(f"random_state={results.attrs['random_state']}", file=sys.stderr)
     print(f"\nResults: {os.path.join(args.out, 'results.csv')}, results.json, "
           "learning_curve.png", file=sys.stderr)
     return 0

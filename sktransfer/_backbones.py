@@ -20,6 +20,7 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import inspect
 import io
 import os
 import re
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ._random import torch_rng
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
@@ -58,8 +61,12 @@ class Backbone:
         Per-channel normalisation of inputs scaled to [0, 1].
     interpolation : str
         Resize interpolation the weights were trained with.
+    crop_pct : float
+        Fraction of the resized image the backbone's own evaluation keeps in
+        its centre crop (sktransfer resizes the whole image instead).
     stages : list of str
-        Qualified module names of the stages, shallowest first.
+        Qualified module names of the ends of the stages, shallowest first:
+        timm's ``feature_info``, or torchvision's stage containers.
     head : str
         Qualified module name of the classification head.
     weights_id : str
@@ -72,6 +79,7 @@ class Backbone:
     mean: tuple
     std: tuple
     interpolation: str
+    crop_pct: float = 1.0
     stages: list = field(default_factory=list)
     head: str = ""
     weights_id: str = ""
@@ -323,20 +331,20 @@ def map_lite0_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tens
 # Stages
 
 
-def find_stages(model: nn.Module) -> list[str]:
-    """Qualified names of a model's stages, shallowest first.
+def torchvision_stages(model: nn.Module) -> list[str]:
+    """Qualified names of a torchvision model's stages, shallowest first.
 
-    Stages are the blocks between which the feature map changes resolution
-    or width: timm's ``blocks``/``stages``/``layers``, ResNet's
-    ``layer1``..``layer4``, torchvision's ``features`` children.
+    torchvision has no stage API (timm's ``feature_info`` has no torchvision
+    counterpart), so they are read off the module structure: ResNet's
+    ``layer1``..``layer4``, the ViT encoder's layers, otherwise the children
+    of ``features`` (EfficientNet, MobileNet, ConvNeXt, Swin...).
     """
-    for attr in ("blocks", "stages", "layers"):
-        seq = getattr(model, attr, None)
-        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) > 1:
-            return [f"{attr}.{i}" for i in range(len(seq))]
     resnet = [f"layer{i}" for i in range(1, 5)]
     if all(hasattr(model, n) for n in resnet):
         return resnet
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if isinstance(layers, nn.Sequential):
+        return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
     feats = getattr(model, "features", None)
     if isinstance(feats, nn.Sequential):
         return [f"features.{name}" for name, _ in feats.named_children()]
@@ -380,8 +388,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights="DEFAULT", *,
     local = weights is not None and not pretrained
 
     # Random initialisation is reproducible and leaves the global RNG alone.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0 if seed is None else int(seed) % (2**63))
+    with torch_rng(0 if seed is None else seed):
         if source == "torchvision":
             backbone = _load_torchvision(arch, pretrained)
         else:
@@ -433,16 +440,19 @@ def _load_timm(arch: str, pretrained: bool) -> Backbone:
             "downloads them when a network is available. Offline, copy them into "
             "that cache, or pass a local file: weights='path/to/model.safetensors'."
         ) from None
-    cfg = model.pretrained_cfg
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
     return Backbone(
         name=f"timm/{arch}",
         model=model,
-        input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
-        mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
-        interpolation=cfg.get("interpolation", "bilinear") or "bilinear",
-        stages=find_stages(model),
-        head=cfg.get("classifier", "") or "",
+        input_size=int(cfg["input_size"][-1]),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=str(cfg["interpolation"]),
+        crop_pct=float(cfg.get("crop_pct") or 1.0),
+        stages=[info["module"] for info in getattr(model, "feature_info", [])],
+        head=model.pretrained_cfg.get("classifier", "") or "",
     )
 
 
@@ -450,7 +460,12 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
     import torchvision.models as tvm
 
     enum = tvm.get_model_weights(arch).DEFAULT
-    model = tvm.get_model(arch, weights=None)
+    kwargs = {}
+    if "init_weights" in inspect.signature(tvm.get_model_builder(arch)).parameters:
+        # Inception v3, GoogLeNet: pretrained weights replace the slow
+        # truncated-normal initialisation; a random one keeps it.
+        kwargs["init_weights"] = not pretrained
+    model = tvm.get_model(arch, weights=None, **kwargs)
     if pretrained:
         cache = os.path.join(torch.hub.get_dir(), "checkpoints",
                              os.path.basename(enum.url))
@@ -467,15 +482,15 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
             ) from None
         load_state_dict_checked(model, state, source=f"torchvision {enum}")
     tf = enum.transforms()
-    interp = getattr(tf, "interpolation", None)
     return Backbone(
         name=f"torchvision/{arch}",
         model=model,
         input_size=int(tf.crop_size[0]),
         mean=tuple(float(v) for v in tf.mean),
         std=tuple(float(v) for v in tf.std),
-        interpolation=getattr(interp, "value", "bilinear"),
-        stages=find_stages(model),
+        interpolation=tf.interpolation.value,
+        crop_pct=float(tf.crop_size[0]) / float(tf.resize_size[0]),
+        stages=torchvision_stages(model),
         head=_last_linear(model),
     )
 
@@ -483,9 +498,16 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
 def drop_head(backbone: Backbone) -> nn.Module:
     """Return the model with its classification head replaced by identity.
 
-    Its output is then the pooled penultimate features.
+    Its output is then the pooled penultimate features, one tensor: the
+    auxiliary classifiers of torchvision's Inception v3 and GoogLeNet, which
+    add outputs in training mode, are removed too.
     """
     model = backbone.model
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for name in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, name):
+                setattr(model, name, None)
     if hasattr(model, "reset_classifier"):  # timm
         model.reset_classifier(0)
         return model

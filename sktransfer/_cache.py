@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: stage features pooled in float32
 
 # Recently read or written embeddings, shared by every estimator of this
 # process: a grid search clones the extractor for each candidate, and each

@@ -1,4 +1,10 @@
-"""One place that decides where models run and at which precision."""
+"""One place that decides where networks run and at which precision.
+
+The precision policy, the same for every estimator and every pass that does
+not train (features, predictions, the frozen part of a fine-tuned network):
+with bf16, autocast starts at the backbone's second stage; its stem and first
+stage run in float32. Training steps use :func:`training_dtype`.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Turn the ``precision`` parameter into the autocast dtype.
+    """Turn the ``precision`` parameter into the autocast dtype of inference.
 
     ``"auto"`` means bf16 autocast where the hardware has native bf16 (CUDA
     with bf16 support, or a CPU with AMX/AVX512-BF16), else float32.
@@ -64,17 +70,31 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of training steps.
+
+    ``"auto"``: bf16 on CUDA where supported; float32 on the CPU, where a bf16
+    training step of EfficientNet-Lite0's top stages measured no faster than
+    float32 (AMX speeds up inference, not the backward pass here).
+    """
+    if precision == "auto" and device.type == "cpu":
+        return torch.float32
+    return resolve_precision(precision, device)
+
+
 @contextlib.contextmanager
 def autocast_from(model: torch.nn.Module, module_name: str | None,
                   device: torch.device, dtype: torch.dtype):
-    """Autocast to ``dtype`` from module ``module_name`` on; before it, float32.
+    """Autocast to ``dtype`` from module ``module_name`` of ``model`` on; before it, float32.
 
     bf16 rounding of the input image and of the first, full-resolution stage
     cost most of the difference to float32 features, while that stage costs
     little of the time: on EfficientNet-Lite0 / ELPV, keeping the stem and
     stage 1 in float32 raised the minimum cosine similarity to float32
     features from 0.990 to 0.996 at 4 % of the speed. ``module_name=None``
-    autocasts the whole forward pass. The context covers one forward pass.
+    autocasts the whole forward pass. The context covers one forward pass
+    (once entered, autocast stays on until the context ends); a pass that
+    never reaches ``module_name`` stays float32.
     """
     if dtype == torch.float32:
         yield
@@ -100,17 +120,13 @@ def autocast_from(model: torch.nn.Module, module_name: str | None,
             ctx.__exit__(None, None, None)
 
 
-def infer(model: torch.nn.Module, batch: torch.Tensor, device: torch.device,
-          dtype: torch.dtype, *, autocast_start: str | None = None, forward=None):
-    """One batch through ``model`` the way every estimator predicts.
+def precision_policy(network, device: torch.device, dtype: torch.dtype):
+    """The precision policy for a :class:`~sktransfer._network.BackboneNetwork`.
 
-    On ``device``, channels-last, under :func:`torch.inference_mode` and
-    :func:`autocast_from`; ``forward`` (default: ``model``) maps the input
-    batch to the output, returned as float32.
+    bf16 from the backbone's second stage on (``network.autocast_start``),
+    float32 before it; everything float32 when ``dtype`` is float32.
     """
-    x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast_from(model, autocast_start, device, dtype):
-        return (forward or model)(x).float()
+    return autocast_from(network.backbone, network.autocast_start, device, dtype)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

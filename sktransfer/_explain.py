@@ -12,36 +12,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._inputs import ImageInput, Preprocess, check_images, iter_batches
+from ._inference import run
+from ._inputs import ImageInput, Preprocess, check_images
 
 
-def grad_cam(network, batch: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised ``batch``.
+def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised batch ``x``.
 
     ``targets=None`` explains each image's predicted class (from the same
-    forward pass).
-
-    ``network`` is a :class:`~sktransfer._network.TransferNetwork`; the map is
+    forward pass). ``network`` is a
+    :class:`~sktransfer._network.BackboneNetwork` with a head; the map is
     taken at the output of its last unit that still has a spatial layout.
+    Runs with gradients enabled (the inference path's ``mode="grad"``).
     """
     feature = None
-    with torch.enable_grad():
-        # The input carries the gradient: the parameters need none.
-        x = batch.clone().requires_grad_(True)
-        for unit in network.body:
-            x = unit(x)
-            if x.ndim == 4:
-                feature = x
-        if feature is None:
-            raise ValueError("The backbone has no spatial feature map to explain.")
-        logits = network.head(x)
-        if targets is None:
-            targets = logits.argmax(dim=1)
-        score = logits.gather(1, targets.view(-1, 1)).sum()
-        grads = torch.autograd.grad(score, feature)[0]
+    # The input carries the gradient: the parameters need none.
+    h = x.clone().requires_grad_(True)
+    for i in range(network.n_units):
+        h = network.unit(i)(h)
+        if h.ndim == 4:
+            feature = h
+    if feature is None:
+        raise ValueError("The backbone has no spatial feature map to explain.")
+    logits = network.head(h.flatten(1))
+    if targets is None:
+        targets = logits.argmax(dim=1)
+    score = logits.gather(1, targets.view(-1, 1)).sum()
+    grads = torch.autograd.grad(score, feature)[0]
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
-    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
     cam = cam[:, 0]
     peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
     return cam / peak
@@ -53,8 +53,7 @@ def explain(estimator, X, target=None) -> np.ndarray:
 
     check_is_fitted(estimator)
     source = check_images(X)
-    pre = Preprocess(**estimator.preprocess_)
-    n, size = len(source), pre.size
+    n, size = len(source), estimator.image_size_
     targets = None  # the predicted classes, found in the Grad-CAM pass itself
     if target is not None:
         labels = np.broadcast_to(np.asarray(target, dtype=object), (n,))
@@ -64,16 +63,22 @@ def explain(estimator, X, target=None) -> np.ndarray:
                              f"{estimator.classes_.tolist()}.")
         targets = np.array([estimator.classes_.tolist().index(t) for t in labels])
     network = estimator.model_.eval()
-    device = next(network.parameters()).device
+    device = estimator.device_
+
+    def cam(x, pos):
+        t = None if targets is None else torch.as_tensor(targets[pos], device=device)
+        return grad_cam(network, x, t)
+
     out = np.empty((n, size, size), dtype=np.float32)
-    # Gradients need float32 and no inference mode; parameters stay untouched.
+    # Gradients need float32; parameters stay untouched.
     params = [p.requires_grad for p in network.parameters()]
     network.requires_grad_(False)
     try:
-        for pos, batch in iter_batches(source, range(n), estimator.batch_size, pre,
-                                       estimator.n_jobs):
-            t = None if targets is None else torch.as_tensor(targets[pos], device=device)
-            out[pos] = grad_cam(network, batch.to(device), t).cpu().numpy()
+        for pos, (maps,) in run(source, range(n), preprocess=Preprocess(**estimator.preprocess_),
+                                batch_size=estimator.batch_size, n_jobs=estimator.n_jobs,
+                                network=network, device=device, dtype=torch.float32,
+                                fn=cam, mode="grad"):
+            out[pos] = maps.cpu().numpy()
     finally:
         for p, flag in zip(network.parameters(), params):
             p.requires_grad_(flag)
@@ -123,7 +128,7 @@ def plot_explanations(X: ImageInput, heatmaps: np.ndarray, *, titles=None, n_col
         raise ValueError(f"heatmaps must have shape (n_images={len(source)}, H, W); got "
                          f"{heatmaps.shape}.")
     size = heatmaps.shape[1]
-    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))
+    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))  # resize only
     n = len(source)
     if axes is None:
         n_cols = min(n_cols, n)
@@ -131,14 +136,14 @@ def plot_explanations(X: ImageInput, heatmaps: np.ndarray, *, titles=None, n_col
         fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows),
                                  squeeze=False)
     axes = np.asarray(axes).ravel()
-    for i in range(n):
-        image = pre.resize([source.load(i)])[0].permute(1, 2, 0).numpy()
-        ax = axes[i]
-        ax.imshow(image)
-        ax.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-        ax.set_axis_off()
-        if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=9)
+    for pos, (images,) in run(source, range(n), preprocess=pre, batch_size=32):
+        for i, image in zip(pos, images):
+            ax = axes[i]
+            ax.imshow(image.permute(1, 2, 0).numpy())
+            ax.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            ax.set_axis_off()
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=9)
     for ax in axes[n:]:
         ax.set_axis_off()
     return axes[0].figure

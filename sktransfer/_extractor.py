@@ -5,33 +5,20 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 from tqdm.auto import tqdm
 
-from . import _device
-from ._backbones import DEFAULT_BACKBONE, drop_head, load_backbone
+from ._base import BackboneEstimator
 from ._cache import EmbeddingCache
-from ._inputs import (
-    ImageError,
-    ImageInput,
-    ImageWarning,
-    Preprocess,
-    check_images,
-    iter_batches,
-)
-from ._persistence import TorchModelPickleMixin, check_input_columns
+from ._inference import forward
+from ._inputs import ImageError, ImageInput, ImageWarning, Preprocess, check_images, iter_batches
+from ._persistence import check_input_columns
+from ._random import draw_seed
 
 
 class _StopForward(Exception):
@@ -39,6 +26,7 @@ class _StopForward(Exception):
 
 
 def _pool(feats: torch.Tensor) -> torch.Tensor:
+    feats = feats.float()  # the mean of many bf16 values, summed in float32
     if feats.ndim == 4:  # (N, C, H, W) feature map: global average pooling
         return feats.mean(dim=(2, 3))
     if feats.ndim == 3:  # (N, tokens, C) transformer tokens: mean over tokens
@@ -46,9 +34,8 @@ def _pool(feats: torch.Tensor) -> torch.Tensor:
     return feats.flatten(1)
 
 
-class PretrainedFeatureExtractor(
-    ClassNamePrefixFeaturesOutMixin, TorchModelPickleMixin, TransformerMixin, BaseEstimator
-):
+class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
+                                 BackboneEstimator):
     """Embed images with a frozen pretrained CNN.
 
     A scikit-learn transformer: images in, a float32 matrix of pretrained
@@ -76,13 +63,19 @@ class PretrainedFeatureExtractor(
     layer : str, default="pooled"
         Where to take the features. ``"pooled"``: the globally pooled
         penultimate features (the input of the classification head).
-        ``"stage<k>"`` (1-based, see ``stages_``) or any module name of the
-        network: that module's output, globally average-pooled. Earlier
-        layers are more generic, later ones more ImageNet-specific.
-    image_size : int or None, default=None
-        Side of the square network input; ``None`` uses the size the weights
-        were trained at. Images are resized to it (bicubic for the default
-        backbone, aspect ratio not kept, nothing cropped).
+        ``"stage<k>"`` (1-based: the k-th of ``stages_``, the backbone
+        library's own stages, the same as in ``TransferClassifier``'s
+        ``trainable_stages``) or any module name of the network: that
+        module's output, globally average-pooled. Earlier layers are more
+        generic, later ones more ImageNet-specific.
+    image_size : int, "auto" or None, default="auto"
+        Side of the square network input. ``"auto"``: the images' own shorter
+        side (median over up to 256 images of ``X`` in :meth:`fit`), kept
+        between the backbone's input size and 1.5 times it; ``None``: the
+        size the weights were trained at (224 for EfficientNet-Lite0). Images
+        are resized to it whole (the backbone's own interpolation, bicubic
+        for the default; aspect ratio not kept, nothing cropped). The size
+        used is ``image_size_``.
     batch_size : int, default=32
         Images per forward pass.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
@@ -162,27 +155,19 @@ class PretrainedFeatureExtractor(
     """
 
     _parameter_constraints = {
-        "backbone": [str],
-        "weights": [str, os.PathLike, None],
+        **BackboneEstimator._parameter_constraints,
         "layer": [str],
-        "image_size": [Interval(Integral, 8, None, closed="left"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str, torch.device],
-        "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
-        "n_jobs": [Integral, None],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "on_error": [StrOptions({"raise", "nan"})],
-        "verbose": ["verbose"],
-        "random_state": ["random_state"],
     }
 
     def __init__(
         self,
         *,
-        backbone=DEFAULT_BACKBONE,
+        backbone="efficientnet_lite0",
         weights="DEFAULT",
         layer="pooled",
-        image_size=None,
+        image_size="auto",
         batch_size=32,
         device="auto",
         precision="auto",
@@ -209,7 +194,8 @@ class PretrainedFeatureExtractor(
     def fit(self, X: ImageInput, y: None = None) -> PretrainedFeatureExtractor:
         """Load the backbone and check ``X``.
 
-        Nothing is learned from ``X``: the backbone stays frozen. ``X`` is
+        Nothing is learned from ``X`` but its image size (with
+        ``image_size="auto"``): the backbone stays frozen. ``X`` is
         validated (forms, shapes, readable paths) so that errors show early.
 
         Parameters
@@ -225,69 +211,44 @@ class PretrainedFeatureExtractor(
             The fitted extractor.
         """
         check_input_columns(self, X, reset=True)
-        check_images(X, skipped=[] if self.on_error == "nan" else None)
-        seed = check_random_state(self.random_state).randint(2**31 - 1)
-        backbone = load_backbone(self.backbone, self.weights, seed=seed)
-        self.stages_ = list(backbone.stages)
-        self.layer_module_ = self._resolve_layer(backbone)
-        model = drop_head(backbone) if self.layer_module_ is None else backbone.model
-        model.requires_grad_(False)
-        self.device_ = _device.resolve_device(self.device)
-        self.precision_ = _device.dtype_name(
-            _device.resolve_precision(self.precision, self.device_)
-        )
-        # channels_last: ~2x faster convolutions on CPU (fp32 and bf16) and
-        # what cuDNN prefers under autocast.
-        self.model_ = model.to(self.device_, memory_format=torch.channels_last).eval()
-        self.image_size_ = int(self.image_size or backbone.input_size)
-        self.preprocess_ = {
-            "size": self.image_size_,
-            "mean": backbone.mean,
-            "std": backbone.std,
-            "interpolation": backbone.interpolation,
-        }
-        self.weights_id_ = backbone.weights_id
-        probe = torch.zeros(1, 3, self.image_size_, self.image_size_)
-        self.n_features_out_ = int(self._forward(probe).shape[1])
+        source = check_images(X, skipped=[] if self.on_error == "nan" else None)
+        network = self._build_network(source, draw_seed(self.random_state))
+        self.layer_module_ = self._resolve_layer(network.backbone)
+        self.model_ = network.requires_grad_(False).eval()
+        probe = torch.zeros(1, 3, self.image_size_, self.image_size_, device=self.device_)
+        out = forward(self.model_, probe, device=self.device_, dtype=self._dtype,
+                      fn=lambda x: self._forward(x, None))
+        self.n_features_out_ = int(out.shape[1])
         return self
 
-    def _resolve_layer(self, backbone):
+    def _resolve_layer(self, model: torch.nn.Module) -> str | None:
         if self.layer == "pooled":
             return None
-        names = dict(backbone.model.named_modules())
+        n = len(self.stages_)
         if self.layer.startswith("stage") and self.layer[5:].isdigit():
             k = int(self.layer[5:])
-            if not 1 <= k <= len(backbone.stages):
+            if not 1 <= k <= n:
                 raise ValueError(
-                    f"layer={self.layer!r}: {backbone.name} has "
-                    f"{len(backbone.stages)} stages (stage1..stage"
-                    f"{len(backbone.stages)})."
-                )
-            return backbone.stages[k - 1]
+                    f"layer={self.layer!r}: {self.backbone} has {n} stages "
+                    f"(stage1..stage{n}: {self.stages_}).")
+            return self.stages_[k - 1]
+        names = dict(model.named_modules())
         if self.layer in names and self.layer:
             return self.layer
         close = difflib.get_close_matches(self.layer, list(names), n=5)
         raise ValueError(
-            f"layer={self.layer!r} is not 'pooled', 'stage<k>' (k in 1.."
-            f"{len(backbone.stages)}) or a module of {backbone.name}."
-            + (f" Close module names: {close}." if close else "")
-        )
+            f"layer={self.layer!r} is not 'pooled', 'stage<k>' (k in 1..{n}) or a module "
+            f"of {self.backbone}." + (f" Close module names: {close}." if close else ""))
 
     @property
     def _n_features_out(self):
         return self.n_features_out_
 
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+    def _forward(self, x: torch.Tensor, _positions) -> torch.Tensor:
+        """Features of a preprocessed batch on the device (the inference path's ``fn``)."""
         if self.layer_module_ is None:
-            def forward(x):
-                return _pool(self.model_(x))
-        else:
-            def forward(x):
-                return _pool(_run_until(self.model_, self.layer_module_, x))
-        start = self.stages_[1] if len(self.stages_) > 1 else None
-        feats = _device.infer(self.model_, batch, self.device_, getattr(torch, self.precision_),
-                              autocast_start=start, forward=forward)
-        return feats.cpu().numpy()
+            return self.model_(x)
+        return _pool(_run_until(self.model_.backbone, self.layer_module_, x))
 
     def transform(self, X: ImageInput) -> np.ndarray:
         """Embed each image of ``X``.
@@ -309,6 +270,11 @@ class PretrainedFeatureExtractor(
         problems = []
         source = check_images(X, skipped=problems)
         n = len(source)
+        if problems and self.on_error == "raise":
+            # No output will be returned: decode the rest only to list every bad item.
+            for _ in iter_batches(source, range(n), self.batch_size,
+                                  Preprocess(**self.preprocess_), self.n_jobs):
+                pass
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         bad = {i for i, _, _ in problems}
         todo = [i for i in range(n) if i not in bad]
@@ -323,25 +289,19 @@ class PretrainedFeatureExtractor(
                 else:
                     out[i] = vec
             todo = missing
-        preprocess = Preprocess(**self.preprocess_)
-        unreadable = []
+        unreadable = [] if self.on_error == "nan" else None
         bar = tqdm(total=len(todo), unit="img", disable=not self.verbose or not todo,
                    desc=type(self).__name__)
         with bar:
-            for pos, batch in iter_batches(source, todo, self.batch_size,
-                                           preprocess, self.n_jobs, skipped=unreadable):
-                if self.on_error == "raise" and (problems or unreadable):
-                    continue  # no output will be returned: only list the bad items
+            for pos, (feats,) in self._run(source, todo, fn=self._forward,
+                                            skipped=unreadable, progress=bar):
                 rows = [todo[p] for p in pos]
-                feats = self._forward(batch)
+                feats = feats.float().cpu().numpy()
                 out[rows] = feats
                 if cache is not None:
                     for i, vec in zip(rows, feats):
                         cache.put(keys[i], vec)
-                bar.update(len(rows))
-        problems = sorted(problems + unreadable)
-        if problems and self.on_error == "raise":
-            raise ImageError(problems)
+        problems = sorted(problems + (unreadable or []))
         if problems:
             out[[i for i, _, _ in problems]] = np.nan
             warnings.warn(
@@ -368,13 +328,7 @@ class PretrainedFeatureExtractor(
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = True  # rows of flattened square images
-        tags.input_tags.three_d_array = True
-        tags.input_tags.string = True  # file paths
-        tags.input_tags.allow_nan = False
-        tags.input_tags.positive_only = True  # pixel intensities
         tags.transformer_tags.preserves_dtype = ["float32"]
-        tags.non_deterministic = self.device != "cpu" and torch.cuda.is_available()
         return tags
 
 

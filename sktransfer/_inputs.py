@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 _MAX_LISTED = 20
 
@@ -106,7 +106,7 @@ class ImageSource:
                 data = f.read()
             return decode_bytes(data, draft)
         if isinstance(item, Image.Image):
-            return _pil_to_tensor(item)
+            return _pil_to_tensor(upright(item))
         if isinstance(item, _BadItem):
             raise ValueError(item.reason)
         return _array_to_tensor(item)
@@ -366,14 +366,21 @@ def decode_bytes(data: bytes, draft: int | None = None) -> torch.Tensor:
         try:
             if im.format == "JPEG" and draft:
                 im.draft(im.mode if im.mode in ("RGB", "L") else None, (draft, draft))
-            im = ImageOps.exif_transpose(im)
-            return _pil_to_tensor(im)
+            return _pil_to_tensor(upright(im))
         except ValueError:
             raise
         except Exception as exc:
             raise ValueError(
                 f"could not be decoded ({exc.__class__.__name__}: {exc})"
             ) from None
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation says; the one rule for every input
+    that carries EXIF (files, and PIL images opened by the caller)."""
+    if im.getexif().get(ExifTags.Base.Orientation, 1) in (1, None):
+        return im
+    return ImageOps.exif_transpose(im)
 
 
 def _pil_to_tensor(im: Image.Image) -> torch.Tensor:
@@ -436,20 +443,30 @@ def _to_unit_float(t: torch.Tensor) -> torch.Tensor:
 # Batches
 
 
+# Interpolations of the backbones' configurations, as torch names them.
+_INTERPOLATION = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
+
+
 class Preprocess:
     """Resize, expand to 3 channels and normalise a list of decoded images.
 
     Resizing is done on whole groups of equally sized images at once
-    (batched bicubic resize is several times faster than per-image PIL
-    transforms), and grayscale images are expanded to 3 channels only after
-    resizing.
+    (batched resize is several times faster than per-image PIL transforms),
+    and grayscale images are expanded to 3 channels only after resizing.
+    ``interpolation`` is the backbone's own (timm's data config, or the
+    torchvision weights' transforms): bilinear and bicubic with antialiasing,
+    as PIL does, or nearest.
     """
 
     def __init__(self, size, mean, std, interpolation="bicubic"):
+        if interpolation not in _INTERPOLATION:
+            raise ValueError(
+                f"interpolation {interpolation!r} is not supported; sktransfer resizes "
+                f"with {sorted(_INTERPOLATION)}.")
         self.size = int(size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
+        self.interpolation = interpolation
 
     def resize(self, images: list) -> torch.Tensor:
         """Decoded images -> ``(n, 3, size, size)`` float batch in [0, 1]."""
@@ -457,12 +474,14 @@ class Preprocess:
         groups: dict = {}
         for i, t in enumerate(images):
             groups.setdefault((tuple(t.shape), t.dtype), []).append(i)
+        mode = _INTERPOLATION[self.interpolation]
         for (shape, _), idx in groups.items():
             x = _to_unit_float(torch.stack([images[i] for i in idx]))
             if shape[1:] != (self.size, self.size):
+                smooth = mode in ("bilinear", "bicubic")
                 x = F.interpolate(
-                    x, size=(self.size, self.size), mode=self.mode,
-                    antialias=True, align_corners=False,
+                    x, size=(self.size, self.size), mode=mode, antialias=smooth,
+                    align_corners=False if smooth else None,
                 ).clamp_(0, 1)
             out[idx] = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
         return out
@@ -484,10 +503,13 @@ def _safe_load(source, i, draft):
 
 
 def iter_batches(source: ImageSource, indices, batch_size: int,
-                 preprocess: Preprocess, n_jobs: int | None = None, skipped=None):
+                 preprocess: Preprocess, n_jobs: int | None = None, skipped=None,
+                 normalize: bool = True):
     """Yield ``(positions, batch)`` for ``indices`` of ``source``.
 
-    ``positions`` are offsets into ``indices`` of the images in ``batch``.
+    ``positions`` are offsets into ``indices`` of the images in ``batch``, a
+    ``(n, 3, size, size)`` float tensor, normalised, or in [0, 1] when
+    ``normalize`` is False.
     Images are decoded in a thread pool of ``n_jobs`` workers (decoders
     release the GIL), one batch ahead of the consumer. Memory is bounded by
     two batches, never by ``len(indices)``.
@@ -518,7 +540,9 @@ def iter_batches(source: ImageSource, indices, batch_size: int,
                 continue
             keep = [(p, t) for p, (t, err) in zip(chunk, results) if err is None]
             if keep:
-                yield np.array([p for p, _ in keep]), preprocess([t for _, t in keep])
+                batch = preprocess.resize([t for _, t in keep])
+                yield (np.array([p for p, _ in keep]),
+                       preprocess.normalize(batch) if normalize else batch)
     if skipped is not None:
         skipped.extend(problems)
     elif problems:

@@ -1,10 +1,20 @@
-"""The fine-tuned network: a backbone cut into ordered units, and a new head.
+"""The network every estimator runs: a backbone cut into units, and an optional new head.
 
-Freezing works on units: the stem, each stage, and what follows the last
-stage (the "neck", e.g. EfficientNet's ``conv_head``/``bn2`` and pooling).
-Frozen units have ``requires_grad=False`` *and* stay in eval mode, so their
-BatchNorm running statistics never change, whatever skorch's training loop
-does with ``train()``.
+Units are the backbone's top-level modules in forward order, with the
+containers of its stages split into their children (EfficientNet's
+``blocks`` into ``blocks.0`` .. ``blocks.6``). Run in sequence they must
+reproduce the backbone's own pooled output at the input size used; this is
+checked when the network is built. Then the frozen part of a fine-tuned
+network is a prefix of units, whose output can be computed once and reused.
+A backbone whose ``forward`` is not such a chain (a ViT adds its position
+embeddings between modules) stays a single unit: it fine-tunes whole, or
+not at all.
+
+Stages are the backbone library's own (timm's ``feature_info``), each ending
+at a module; "stage k" means the same in the extractor's ``layer`` and in
+``trainable_stages``. Frozen units have ``requires_grad=False`` *and* stay in
+eval mode, so their BatchNorm running statistics never change, whatever
+skorch's training loop does with ``train()``.
 """
 
 from __future__ import annotations
@@ -15,96 +25,174 @@ from torch import nn
 from ._backbones import Backbone, drop_head
 
 
-def _units(model: nn.Module, stages: list[str]) -> list[tuple[str, nn.Module]]:
-    """Top-level children in order, with the stage container split into stages."""
+class InputSizeError(ValueError):
+    """The backbone cannot run on inputs of the requested size."""
+
+
+def _units(model: nn.Module, stages: list[str]) -> list[str]:
+    """Top-level children in order, with the containers of stages split."""
     containers = {s.rpartition(".")[0] for s in stages if "." in s}
     units = []
     for name, child in model.named_children():
         if name in containers:
-            units += [(f"{name}.{n}", c) for n, c in child.named_children()]
+            units += [f"{name}.{n}" for n, _ in child.named_children()]
         else:
-            units.append((name, child))
+            units.append(name)
     return units
 
 
-class TransferNetwork(nn.Module):
-    """Backbone units run in sequence, then ``Flatten -> Dropout -> Linear``.
+class BackboneNetwork(nn.Module):
+    """Backbone units run in sequence, then (optionally) ``Flatten -> Dropout -> Linear``.
 
     Parameters
     ----------
-    units : list of (str, nn.Module)
-        The backbone's units in forward order, with their original names.
+    backbone : nn.Module
+        The backbone with its classification head removed: its output is
+        the pooled penultimate features.
+    unit_names : list of str
+        Qualified names of the units in forward order; ``[""]`` when the
+        backbone is one unit.
+    stages : list of str
+        Module names of the ends of the stages, shallowest first.
     n_features : int
-        Width of the backbone's pooled output.
-    n_outputs : int
-        Classes, or regression targets.
+        Width of the pooled features.
+    n_outputs : int or None
+        Width of the new head; ``None`` for no head (feature extraction).
     dropout : float
         Dropout before the new linear layer.
     """
 
-    def __init__(self, units, n_features: int, n_outputs: int, dropout: float = 0.0):
+    def __init__(self, backbone: nn.Module, unit_names: list[str], stages: list[str],
+                 n_features: int, n_outputs: int | None = None, dropout: float = 0.0):
         super().__init__()
-        self.unit_names = [name for name, _ in units]
-        self.body = nn.Sequential(*[module for _, module in units])
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(n_features, n_outputs))
+        self.backbone = backbone
+        self.unit_names = list(unit_names)
+        self.stages = list(stages)
+        # The precision policy: bf16 from the second stage on.
+        self.autocast_start = self.stages[1] if len(self.stages) > 1 else None
+        self.n_features = int(n_features)
+        self.head = None if n_outputs is None else nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.n_features, n_outputs))
         self.n_frozen = 0
 
     @classmethod
-    def from_backbone(cls, backbone: Backbone, n_outputs: int, dropout: float = 0.0):
-        """Build from a loaded backbone, checking that the units reproduce it.
+    def from_backbone(cls, backbone: Backbone, size: int, n_outputs: int | None = None,
+                      dropout: float = 0.0) -> BackboneNetwork:
+        """Build from a loaded backbone, checking it at ``size`` x ``size`` inputs.
 
-        If running the units in sequence does not give the backbone's own
-        pooled output (a model whose ``forward`` is not a plain chain), the
-        whole backbone becomes a single unit: freezing is then all or
-        nothing.
+        Raises :class:`InputSizeError` if the backbone cannot run at that
+        size (a ViT's patch embedding accepts only its own). If running the
+        units in sequence does not give the backbone's own pooled output, the
+        whole backbone becomes a single unit.
         """
         model = drop_head(backbone).eval()
-        probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            expected = model(probe)
+            try:
+                expected = model(probe).flatten(1)
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else ""
+                raise InputSizeError(
+                    f"{backbone.name} cannot run on {size}x{size} inputs "
+                    f"({type(exc).__name__}: {reason}); it may accept only its own input "
+                    f"size, {backbone.input_size}: use image_size=None or "
+                    f"{backbone.input_size}.") from None
             units = _units(model, backbone.stages)
             try:
-                got = nn.Sequential(*[m for _, m in units])(probe).flatten(1)
-                chain_ok = got.shape == expected.flatten(1).shape and torch.allclose(
-                    got, expected.flatten(1), atol=1e-4, rtol=1e-4)
-            except Exception:  # a model whose forward is not a chain of its children
-                chain_ok = False
-        if not chain_ok:
-            units = [("backbone", model)]
-        return cls(units, int(expected.flatten(1).shape[1]), n_outputs, dropout)
+                got = probe
+                for name in units:
+                    got = model.get_submodule(name)(got)
+                got = got.flatten(1)
+                chain = got.shape == expected.shape and torch.allclose(
+                    got, expected, atol=1e-4, rtol=1e-4)
+            except Exception:  # a forward that is not a chain of its children
+                chain = False
+        return cls(model, units if chain else [""], backbone.stages, expected.shape[1],
+                   n_outputs, dropout)
 
-    def stage_unit_indices(self, stages: list[str]) -> list[int]:
-        return [self.unit_names.index(s) for s in stages if s in self.unit_names]
+    # -- structure ------------------------------------------------------------
+
+    @property
+    def n_units(self) -> int:
+        return len(self.unit_names)
+
+    def unit(self, i: int) -> nn.Module:
+        return self.backbone.get_submodule(self.unit_names[i])
+
+    def stage_ends(self) -> list[int | None]:
+        """For each stage, the number of units up to and including its end
+        (``None`` where the stage does not end at a unit)."""
+        return [self.unit_names.index(s) + 1 if s in self.unit_names else None
+                for s in self.stages]
+
+    def frozen_units(self, trainable_stages, name: str) -> tuple[int, list[int]]:
+        """Leading units to freeze for ``trainable_stages``, and the gradual schedule.
+
+        ``k``: the last k stages train, with what follows them (the neck) and
+        the head; ``0``: the head only; ``"all"``: everything; ``"gradual"``:
+        the head first, then one more stage per epoch, deepest first. The
+        schedule lists the frozen prefix from the second epoch on.
+        """
+        n = len(self.stages)
+        if trainable_stages == "all" or (trainable_stages == n and n > 0):
+            return 0, []
+        if trainable_stages == 0:
+            return self.n_units, []
+        ends = self.stage_ends()
+        if not ends or None in ends:
+            raise ValueError(
+                f"trainable_stages={trainable_stages!r}: {name} cannot be cut between its "
+                "stages (its forward is not a chain of its modules); use trainable_stages=0 "
+                "(the head only) or 'all'.")
+        if trainable_stages == "gradual":
+            return self.n_units, [ends[k] for k in range(n - 2, -1, -1)] + [0]
+        if trainable_stages > n:
+            raise ValueError(
+                f"trainable_stages={trainable_stages}: {name} has {n} stages; use an int "
+                f"in 0..{n}, 'all' or 'gradual'.")
+        return ends[n - trainable_stages - 1], []
+
+    # -- freezing -------------------------------------------------------------
 
     def freeze_first(self, n_units: int) -> None:
         """Freeze the first ``n_units`` units; everything after trains."""
         self.n_frozen = int(n_units)
-        for i, unit in enumerate(self.body):
-            unit.requires_grad_(i >= self.n_frozen)
-        self.head.requires_grad_(True)
+        for i in range(self.n_units):
+            self.unit(i).requires_grad_(i >= self.n_frozen)
+        if self.head is not None:
+            self.head.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for unit in self.body[: self.n_frozen]:
-            unit.eval()  # frozen BatchNorm keeps its running statistics
+        for i in range(self.n_frozen):
+            self.unit(i).eval()  # frozen BatchNorm keeps its running statistics
         return self
 
+    # -- forward --------------------------------------------------------------
+
+    def forward_units(self, x: torch.Tensor, start: int = 0, stop: int | None = None):
+        """Units ``start`` to ``stop`` (exclusive) applied to ``x``."""
+        for i in range(start, self.n_units if stop is None else stop):
+            x = self.unit(i)(x)
+        return x
+
     def forward(self, x):
-        return self.head(self.body(x))
+        features = self.forward_units(x).flatten(1)
+        return features if self.head is None else self.head(features)
 
 
 class TopNetwork(nn.Module):
-    """The trainable top of a :class:`TransferNetwork`, sharing its modules.
+    """What a training step updates: the network from its first unfrozen unit on.
 
-    Trained on cached outputs of the frozen units (the fast path).
+    Its input is the output of the frozen units, which the training data
+    pipeline computes (once per fit, or per batch).
     """
 
-    def __init__(self, network: TransferNetwork):
+    def __init__(self, network: BackboneNetwork):
         super().__init__()
-        self.top = nn.Sequential(*network.body[network.n_frozen:])
-        self.head = network.head
+        self.network = network
 
     def forward(self, x):
-        return self.head(self.top(x))
+        net = self.network
+        return net.head(net.forward_units(x, net.n_frozen).flatten(1))

@@ -59,7 +59,7 @@ def test_local_weights_file(tmp_path, images, suffix):
     X, _ = images
     ref = PretrainedFeatureExtractor(**TINY).fit(X)
     path = tmp_path / f"w{suffix}"
-    state = ref.model_.state_dict()  # without the classification head
+    state = ref.model_.backbone.state_dict()  # without the classification head
     if suffix == ".pth":
         torch.save(state, path)
     else:

@@ -28,7 +28,8 @@ NOT_UNIT_RANGE = (
     "covered on image data in test_estimator_contract.py and test_transfer.py)"
 )
 
-_NOT_SQUARE_CHECKS = [
+# Checks of every estimator, on 2-D tables.
+_COMMON_NOT_SQUARE = [
     "check_fit_score_takes_y",
     "check_estimators_overwrite_params",
     "check_dont_overwrite_parameters",
@@ -41,10 +42,6 @@ _NOT_SQUARE_CHECKS = [
     "check_estimators_pickle",
     "check_estimators_pickle(readonly_memmap=True)",
     "check_f_contiguous_array_estimator",
-    "check_transformer_data_not_an_array",
-    "check_transformer_general",
-    "check_transformer_general(readonly_memmap=True)",
-    "check_transformer_preserve_dtypes",
     "check_methods_sample_order_invariance",
     "check_methods_subset_invariance",
     "check_fit2d_1sample",
@@ -54,6 +51,12 @@ _NOT_SQUARE_CHECKS = [
     "check_n_features_in",
     "check_fit2d_predict1d",
 ]
+_NOT_SQUARE_CHECKS = _COMMON_NOT_SQUARE + [
+    "check_transformer_data_not_an_array",
+    "check_transformer_general",
+    "check_transformer_general(readonly_memmap=True)",
+    "check_transformer_preserve_dtypes",
+]
 _NOT_UNIT_RANGE_CHECKS = [
     "check_n_features_in_after_fitting",
     "check_positive_only_tag_during_fit",
@@ -61,94 +64,40 @@ _NOT_UNIT_RANGE_CHECKS = [
     "check_fit2d_1feature",
 ]
 
-_TRANSFERCLASSIFIER_NOT_SQUARE = [
-    'check_fit_score_takes_y',
-    'check_estimators_overwrite_params',
-    'check_dont_overwrite_parameters',
-    'check_estimators_fit_returns_self',
-    'check_readonly_memmap_input',
-    'check_estimators_dtypes',
-    'check_sample_weights_pandas_series',
-    'check_sample_weights_not_an_array',
-    'check_sample_weights_list',
-    'check_all_zero_sample_weights_error',
-    'check_sample_weights_shape',
-    'check_sample_weights_not_overwritten',
-    'check_sample_weight_equivalence_on_dense_data',
-    'check_estimators_empty_data_messages',
-    'check_pipeline_consistency',
-    'check_estimators_nan_inf',
-    'check_estimators_pickle',
-    'check_estimators_pickle(readonly_memmap=True)',
-    'check_f_contiguous_array_estimator',
-    'check_classifier_data_not_an_array',
-    'check_classifiers_one_label',
-    'check_classifiers_one_label_sample_weights',
-    'check_classifiers_classes',
-    'check_classifiers_train',
-    'check_classifiers_train(readonly_memmap=True)',
-    'check_classifiers_train(readonly_memmap=True,X_dtype=float32)',
-    'check_classifiers_regression_target',
-    'check_supervised_y_2d',
-    'check_class_weight_classifiers',
-    'check_methods_sample_order_invariance',
-    'check_methods_subset_invariance',
-    'check_fit2d_1sample',
-    'check_dict_unchanged',
-    'check_fit_idempotent',
-    'check_fit_check_is_fitted',
-    'check_n_features_in',
-    'check_fit2d_predict1d',
-    'check_requires_y_none',
+# Checks of the supervised estimators (both fine-tuned ones).
+_SUPERVISED_NOT_SQUARE = _COMMON_NOT_SQUARE + [
+    "check_sample_weights_pandas_series",
+    "check_sample_weights_not_an_array",
+    "check_sample_weights_list",
+    "check_all_zero_sample_weights_error",
+    "check_sample_weights_shape",
+    "check_sample_weights_not_overwritten",
+    "check_sample_weight_equivalence_on_dense_data",
+    "check_supervised_y_2d",
+    "check_requires_y_none",
 ]
-_TRANSFERCLASSIFIER_NOT_UNIT_RANGE = [
-    'check_n_features_in_after_fitting',
-    'check_positive_only_tag_during_fit',
-    'check_dtype_object',
-    'check_fit2d_1feature',
+
+_TRANSFERCLASSIFIER_NOT_SQUARE = _SUPERVISED_NOT_SQUARE + [
+    "check_classifier_data_not_an_array",
+    "check_classifiers_one_label",
+    "check_classifiers_one_label_sample_weights",
+    "check_classifiers_classes",
+    "check_classifiers_train",
+    "check_classifiers_train(readonly_memmap=True)",
+    "check_classifiers_train(readonly_memmap=True,X_dtype=float32)",
+    "check_classifiers_regression_target",
+    "check_class_weight_classifiers",
 ]
-_TRANSFERREGRESSOR_NOT_SQUARE = [
-    'check_fit_score_takes_y',
-    'check_estimators_overwrite_params',
-    'check_dont_overwrite_parameters',
-    'check_estimators_fit_returns_self',
-    'check_readonly_memmap_input',
-    'check_estimators_dtypes',
-    'check_sample_weights_pandas_series',
-    'check_sample_weights_not_an_array',
-    'check_sample_weights_list',
-    'check_all_zero_sample_weights_error',
-    'check_sample_weights_shape',
-    'check_sample_weights_not_overwritten',
-    'check_sample_weight_equivalence_on_dense_data',
-    'check_estimators_empty_data_messages',
-    'check_pipeline_consistency',
-    'check_estimators_nan_inf',
-    'check_estimators_pickle',
-    'check_estimators_pickle(readonly_memmap=True)',
-    'check_f_contiguous_array_estimator',
-    'check_regressors_train',
-    'check_regressors_train(readonly_memmap=True)',
-    'check_regressors_train(readonly_memmap=True,X_dtype=float32)',
-    'check_regressor_data_not_an_array',
-    'check_supervised_y_2d',
-    'check_regressors_int',
-    'check_methods_sample_order_invariance',
-    'check_methods_subset_invariance',
-    'check_fit2d_1sample',
-    'check_dict_unchanged',
-    'check_fit_idempotent',
-    'check_fit_check_is_fitted',
-    'check_n_features_in',
-    'check_fit2d_predict1d',
-    'check_requires_y_none',
+_TRANSFERCLASSIFIER_NOT_UNIT_RANGE = _NOT_UNIT_RANGE_CHECKS
+_TRANSFERREGRESSOR_NOT_SQUARE = _SUPERVISED_NOT_SQUARE + [
+    "check_regressors_train",
+    "check_regressors_train(readonly_memmap=True)",
+    "check_regressors_train(readonly_memmap=True,X_dtype=float32)",
+    "check_regressor_data_not_an_array",
+    "check_regressors_int",
 ]
-_TRANSFERREGRESSOR_NOT_UNIT_RANGE = [
-    'check_n_features_in_after_fitting',
-    'check_positive_only_tag_during_fit',
-    'check_dtype_object',
-    'check_regressors_no_decision_function',
-    'check_fit2d_1feature',
+_TRANSFERREGRESSOR_NOT_UNIT_RANGE = _NOT_UNIT_RANGE_CHECKS + [
+    "check_regressors_no_decision_function",
 ]
 
 

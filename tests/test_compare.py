@@ -26,7 +26,7 @@ def test_compare_python_api_same_folds_for_every_model():
     X, y = make_images(40, size=32)
     res = compare(X, y, models=["logistic_regression", "random_forest", "hog_svc",
                                 "small_cnn"],
-                  cv=2, train_sizes=[10, 1.0], verbose=False, seed=0)
+                  cv=2, train_sizes=[10, 1.0], verbose=False, random_state=0)
     assert set(res["status"]) == {"ok"}
     # 4 models x 2 sizes x 2 folds, each model on the same folds and subsets
     assert len(res) == 16
@@ -137,7 +137,7 @@ def test_quick_elpv_smoke(tmp_path, capsys):
     pytest.importorskip("elpv_dataset")
     out = tmp_path / "out"
     assert main(["compare", "elpv", "--quick", "--out", str(out),
-                 "--cache", str(tmp_path / "cache")]) == 0
+                 "--memory", str(tmp_path / "cache")]) == 0
     payload = json.loads((out / "results.json").read_text())
     models = {r["model"] for r in payload["rows"] if r["status"] == "ok"}
     assert models == {"logistic_regression", "random_forest", "hog_svc", "small_cnn",

@@ -129,7 +129,7 @@ def test_bf16_starts_after_the_first_stage(images):
     est = PretrainedFeatureExtractor(**TINY, precision="bfloat16").fit(X)
     dtypes = {}
     for name in ("conv_stem", est.stages_[0], est.stages_[1], "conv_head"):
-        est.model_.get_submodule(name).register_forward_hook(
+        est.model_.backbone.get_submodule(name).register_forward_hook(
             lambda m, i, o, name=name: dtypes.__setitem__(name, o.dtype))
     est.transform(X[:2])
     assert dtypes["conv_stem"] == dtypes[est.stages_[0]] == torch.float32

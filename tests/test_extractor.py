@@ -70,9 +70,9 @@ class _Counter:
         self.n = 0
         self._forward = est._forward
 
-    def __call__(self, batch):
+    def __call__(self, batch, positions):
         self.n += len(batch)
-        return self._forward(batch)
+        return self._forward(batch, positions)
 
 
 def test_cache_returns_identical_features_and_skips_work(tmp_path, png_files):

@@ -220,9 +220,9 @@ def test_pickle_from_another_version_warns(Est, monkeypatch):
 
 def _interrupt_at_epoch(monkeypatch, epoch, action):
     """Run ``action`` when validation accuracy is computed for ``epoch``."""
-    from sktransfer import _transfer
+    from sktransfer._training import callbacks
 
-    original = _transfer._valid_accuracy
+    original = callbacks.valid_accuracy
     calls = {"n": 0}
 
     def patched(net, X, y):
@@ -231,7 +231,7 @@ def _interrupt_at_epoch(monkeypatch, epoch, action):
             action()
         return original(net, X, y)
 
-    monkeypatch.setattr(_transfer, "_valid_accuracy", patched)
+    monkeypatch.setattr(callbacks, "valid_accuracy", patched)
 
 
 def _raise_keyboard_interrupt():
@@ -271,15 +271,16 @@ def test_killed_process_resumes(tmp_path):
     ck = tmp_path / "ck"
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from sktransfer import TransferClassifier, _transfer
-        original = _transfer._valid_accuracy
+        from sktransfer import TransferClassifier
+        from sktransfer._training import callbacks
+        original = callbacks.valid_accuracy
         calls = []
         def killer(net, X, y):
             calls.append(1)
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(net, X, y)
-        _transfer._valid_accuracy = killer
+        callbacks.valid_accuracy = killer
         d = np.load({str(tmp_path / 'data.npz')!r})
         TransferClassifier(**{dict(FAST, max_epochs=4, patience=None, validation_fraction=0.1,
                                    checkpoint_dir=str(ck))!r}

@@ -38,33 +38,53 @@ def test_fit_predict_string_labels(data, augment):
     assert proba.shape == (len(X), 2)
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
     assert set(clf.predict(X)) <= {"defect", "ok"}
-    assert clf.fast_path_ == (augment in ("flips", False))
+    assert clf.frozen_cached_ == (augment in ("flips", False))
     assert 1 <= clf.n_epochs_ <= 3 and "valid_loss" in clf.history_[0]
     assert 0 <= clf.history_[-1]["valid_acc"] <= 1
 
 
-@pytest.mark.parametrize("freeze", ["backbone", 1, 2, "gradual"])
-def test_frozen_parts_do_not_change(data, freeze):
+@pytest.mark.parametrize("trainable_stages", [0, 1, 2, "gradual"])
+def test_frozen_parts_do_not_change(data, trainable_stages):
     """Parameters and BatchNorm buffers of frozen units are unchanged by training."""
     X, y = data
     # no validation split: early stopping could restore an earlier epoch
-    clf = TransferClassifier(**dict(FAST, max_epochs=1), freeze=freeze, augment=True,
-                             warm_start=True, lr=1e-2, validation_fraction=None).fit(X, y)
+    clf = TransferClassifier(**dict(FAST, max_epochs=1), trainable_stages=trainable_stages,
+                             augment=True, warm_start=True, lr=1e-2,
+                             validation_fraction=None).fit(X, y)
     net = clf.model_
-    before = [_bn_state(unit) for unit in net.body]
+    before = [_bn_state(net.unit(i)) for i in range(net.n_units)]
     head_before = _bn_state(net.head)
     clf.set_params(max_epochs=2).fit(X, y)  # continues training the same network
-    stage_units = net.stage_unit_indices(clf.stages_)
-    n_frozen = {"backbone": len(net.body), "gradual": stage_units[-1]}.get(freeze)
+    ends = net.stage_ends()
+    n_stages = len(clf.stages_)
+    n_frozen = {0: net.n_units, "gradual": ends[n_stages - 2]}.get(trainable_stages)
     if n_frozen is None:
-        n_frozen = stage_units[-freeze]
-    for i, unit in enumerate(net.body):
-        after = _bn_state(unit)
+        n_frozen = ends[n_stages - trainable_stages - 1]
+    for i in range(net.n_units):
+        after = _bn_state(net.unit(i))
         if not after:  # pooling, activations: nothing to train
             continue
         same = all(torch.equal(before[i][k], after[k]) for k in after)
-        assert same == (i < n_frozen), (freeze, net.unit_names[i])
+        assert same == (i < n_frozen), (trainable_stages, net.unit_names[i])
     assert not all(torch.equal(head_before[k], v) for k, v in _bn_state(net.head).items())
+
+
+def test_stages_are_the_librarys_and_freeze_by_stage(data):
+    """timm's feature_info gives the stages; the last k of them train."""
+    import timm
+
+    X, y = data
+    clf = TransferClassifier(**dict(FAST, max_epochs=1), trainable_stages=2).fit(X, y)
+    expected = [f["module"] for f in timm.create_model("test_efficientnet").feature_info]
+    assert clf.stages_ == expected
+    net = clf.model_
+    trainable = {n for n in net.unit_names
+                 if any(p.requires_grad for p in net.backbone.get_submodule(n).parameters())}
+    first = net.unit_names.index(expected[-2])  # stage 4 starts after stage 3's end
+    assert trainable == {n for n in net.unit_names[first:]
+                         if any(True for _ in net.backbone.get_submodule(n).parameters())}
+    with pytest.raises(ValueError, match="trainable_stages=9: .* has 5 stages"):
+        TransferClassifier(**FAST, trainable_stages=9).fit(X, y)
 
 
 def test_same_random_state_same_predictions(data):
@@ -108,8 +128,8 @@ def test_pipeline_cross_val_and_grid_search(data):
     scores = cross_val_score(pipe, X, y, cv=2)
     assert scores.shape == (2,)
     grid = GridSearchCV(TransferClassifier(**dict(FAST, max_epochs=1)),
-                        {"freeze": ["backbone", 1], "lr": [1e-3, 3e-3]}, cv=2).fit(X, y)
-    assert grid.best_params_["freeze"] in ("backbone", 1)
+                        {"trainable_stages": [0, 1], "lr": [1e-3, 3e-3]}, cv=2).fit(X, y)
+    assert grid.best_params_["trainable_stages"] in (0, 1)
 
 
 def test_regressor_on_a_real_target():
@@ -119,7 +139,7 @@ def test_regressor_on_a_real_target():
     X = digits.images[:80] / 16.0
     y = X.mean(axis=(1, 2)) * 100  # ink coverage, in percent
     reg = TransferRegressor(**dict(TINY, max_epochs=6, batch_size=16, lr=3e-3),
-                            freeze="none", augment=False).fit(X, y)
+                            trainable_stages="all", augment=False).fit(X, y)
     pred = reg.predict(X)
     assert pred.shape == (80,)
     assert abs(pred.mean() - y.mean()) < y.std()
@@ -134,8 +154,8 @@ def test_regressor_on_a_real_target():
         ({}, "short_y", "same length"),
         ({}, "one_class", "single class"),
         ({}, "nan_y", "NaN"),
-        ({"freeze": "some"}, None, "freeze"),
-        ({"freeze": 99}, None, "freeze=99"),
+        ({"trainable_stages": "some"}, None, "trainable_stages"),
+        ({"trainable_stages": 99}, None, "trainable_stages=99"),
         ({"batch_size": 0}, None, "batch_size"),
         ({"validation_fraction": 0.01}, None, "without validation samples"),
     ],

@@ -34,7 +34,7 @@ models = {
     "frozen features + LR": make_pipeline(
         PretrainedFeatureExtractor(image_size=160, memory=tempfile.mkdtemp()),
         StandardScaler(), LogisticRegression(C=0.01, max_iter=2000)),
-    "fine-tuned (freeze=2)": TransferClassifier(
+    "fine-tuned (last stage)": TransferClassifier(
         image_size=160, augment=False, max_epochs=4, validation_fraction=None,
         random_state=0),
 }

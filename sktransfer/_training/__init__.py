@@ -1,0 +1,180 @@
+"""Training machinery of the fine-tuned estimators, in skorch's layout.
+
+- :mod:`.net`: the skorch ``NeuralNet`` subclass (weighted loss, autocast,
+  NaN guard, resuming up to ``max_epochs``);
+- :mod:`.callbacks`: learning-rate schedule, gradual unfreezing, scoring and
+  early stopping, recovery;
+- :mod:`.checkpoint`: checkpoint directories and resuming;
+- :mod:`.data`: the one training data pipeline.
+
+:func:`fit_top` puts them together for one fit of a
+:class:`~sktransfer._network.BackboneNetwork` whose frozen part is already set.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import _device
+from .._inference import FLIPS
+from .._inputs import ImageSource, Preprocess
+from .._network import BackboneNetwork, TopNetwork
+from .._random import torch_generator
+from . import callbacks as cb
+from .checkpoint import CheckpointDir
+from .data import EpochBatches, TrainingData
+from .net import NonFiniteLoss, TransferNet
+
+#: Compute the frozen part's outputs once per fit where the views allow it
+#: (off only to check that both ways train the same).
+CACHE_FROZEN_OUTPUTS = True
+
+
+@dataclass
+class TrainingRun:
+    """What a fit reports: skorch's history and how it ran or stopped."""
+
+    history: list
+    resumed_from_epoch: int
+    frozen_cached: bool
+    checkpoint: CheckpointDir | None = None
+    interrupted: bool = False
+    nan_epoch: int | None = None
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.history)
+
+    def raise_if_stopped(self, owner: str) -> None:
+        """``FloatingPointError`` after a NaN loss (the last good weights
+        kept), ``KeyboardInterrupt`` after an interruption."""
+        if self.nan_epoch is not None:
+            raise FloatingPointError(
+                f"The training loss became NaN or infinite in epoch {self.nan_epoch}; "
+                "training stopped and the weights of the last completed epoch were kept "
+                "(the model can still predict). Lower lr, or use precision='float32'.")
+        if self.interrupted:
+            where = (f" Epochs 1..{self.n_epochs - 1} are saved in {self.checkpoint.path!r}: "
+                     "fit again with the same data and parameters to resume."
+                     if self.checkpoint else "")
+            print(f"{owner}: training interrupted in epoch {self.n_epochs}.{where}",
+                  file=sys.stderr)
+            raise KeyboardInterrupt
+
+
+def random_augmenter(augment, size: int):
+    """The per-image random augmentation of ``augment`` (None for fixed views)."""
+    from torchvision.transforms import v2
+
+    if augment is True:
+        return v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(10),
+            v2.ColorJitter(brightness=0.2, contrast=0.2),
+        ])
+    if callable(augment):
+        return augment
+    return None
+
+
+def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid_idx,
+            targets: np.ndarray, weights: np.ndarray, *, schedule, criterion, classifier: bool,
+            seed: int, checkpoint: CheckpointDir | None = None,
+            resume: bool = False) -> TrainingRun:
+    """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
+
+    ``targets`` and ``weights`` are indexed by image; ``train_idx`` and
+    ``valid_idx`` select the two parts. ``schedule``: gradual unfreezing
+    (empty for a fixed frozen part). A NaN loss or an interruption ends
+    the run early; :meth:`TrainingRun.raise_if_stopped` reports it.
+    """
+    from skorch.callbacks import EpochScoring, GradientNormClipping, ProgressBar
+    from skorch.helper import predefined_split
+
+    preprocess = Preprocess(**est.preprocess_)
+    augment = random_augmenter(est.augment, preprocess.size)
+    views = FLIPS if est.augment == "flips" else ("identity",)
+    cached = (CACHE_FROZEN_OUTPUTS and network.n_frozen > 0 and not schedule
+              and augment is None)
+    common = dict(network=network, preprocess=preprocess, device=est.device_,
+                  dtype=getattr(torch, est.precision_), batch_size=est.batch_size,
+                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached)
+    train_data = TrainingData(source, train_idx, targets[train_idx], weights[train_idx],
+                              views=views, augment=augment, **common)
+    valid_data = (TrainingData(source, valid_idx, targets[valid_idx], weights[valid_idx],
+                               **common) if len(valid_idx) else None)
+
+    # Two parameter groups: the trained backbone units, then the new head.
+    trains_backbone = network.n_frozen < network.n_units or bool(schedule)
+    backbone_lr = est.lr * est.backbone_lr_mult
+    groups = [("network.backbone.*", {"lr": backbone_lr})] if trains_backbone else []
+    max_lr = [backbone_lr] * trains_backbone + [est.lr]
+    steps = est.max_epochs * len(EpochBatches(train_data, est.batch_size))
+
+    callbacks = [("clip", GradientNormClipping(gradient_clip_value=est.max_grad_norm))]
+    has_valid = valid_data is not None
+    if has_valid and classifier:
+        callbacks.append(("valid_acc", EpochScoring(
+            cb.valid_accuracy, lower_is_better=False, name="valid_acc",
+            target_extractor=cb.batch_targets)))
+    # Classifiers stop on validation accuracy: under a one-cycle schedule the
+    # validation loss of an over-confident model rises while its accuracy
+    # still improves (seen on ELPV: best loss at epoch 1).
+    monitor = "valid_acc" if classifier else "valid_loss"
+    stopping = has_valid and est.patience is not None
+    if checkpoint is not None:
+        callbacks += checkpoint.callbacks(resume, f"{monitor}_best" if stopping else None)
+    callbacks.append(("keep_last_good", cb.KeepLastGood()))
+    if schedule:
+        callbacks.append(("gradual_unfreeze", cb.GradualUnfreeze(schedule)))
+    callbacks.append(("lr_schedule", cb.BatchOneCycle(max_lr=max_lr, total_steps=steps)))
+    if stopping:
+        callbacks.append(("early_stopping", cb.ResumableEarlyStopping(
+            monitor=monitor, lower_is_better=monitor == "valid_loss",
+            patience=est.patience, load_best=True,
+            best_params=checkpoint.file("best_params.pt") if checkpoint else None,
+            sink=print if est.verbose else _silent)))
+    if est.verbose and sys.stderr.isatty():
+        callbacks.append(("progress", ProgressBar()))
+
+    net = TransferNet(
+        module=TopNetwork(network),
+        criterion=criterion,
+        optimizer=torch.optim.AdamW,
+        lr=est.lr,
+        optimizer__weight_decay=est.weight_decay,
+        optimizer__param_groups=groups,
+        max_epochs=est.max_epochs,
+        batch_size=est.batch_size,
+        iterator_train=EpochBatches,
+        iterator_train__shuffle=True,
+        iterator_train__generator=torch_generator(seed),
+        iterator_valid=EpochBatches,
+        train_split=predefined_split(valid_data) if has_valid else None,
+        callbacks=callbacks,
+        device=str(est.device_),
+        verbose=int(bool(est.verbose)),
+        autocast_dtype=_device.training_dtype(est.precision, est.device_),
+    )
+    net.initialize()
+    nan_epoch = None
+    try:
+        net.partial_fit(train_data, None)
+    except NonFiniteLoss as exc:
+        net.module_.load_state_dict(dict(net.callbacks_)["keep_last_good"].state_)
+        nan_epoch = exc.epoch
+    history = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
+    run = TrainingRun(history, getattr(dict(net.callbacks_).get("resume"), "epochs_", 0),
+                      cached, checkpoint, getattr(net, "interrupted_", False), nan_epoch)
+    if checkpoint is not None and not run.interrupted and nan_epoch is None:
+        checkpoint.mark_complete()
+    return run
+
+
+def _silent(*args, **kwargs):
+    pass

@@ -1,0 +1,77 @@
+"""The skorch ``NeuralNet`` that trains the top of a fine-tuned network."""
+
+from __future__ import annotations
+
+import torch
+from skorch import NeuralNet
+
+from .. import _device
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite in ``epoch``."""
+
+    def __init__(self, epoch: int):
+        super().__init__(epoch)
+        self.epoch = epoch
+
+
+class TransferNet(NeuralNet):
+    """skorch's ``NeuralNet`` with sample weights, autocast, a NaN guard and resuming.
+
+    Batches are ``(x, (targets, weights))`` from
+    :class:`~sktransfer._training.data.EpochBatches`. The weights of a
+    training part are scaled to mean 1, so a batch's loss, the mean of
+    ``weight * loss``, estimates the weighted mean loss over the whole
+    part, as scikit-learn means sample weights: a sample's pull does not
+    depend on its batch-mates, and a batch of zero weights gives 0, not NaN.
+
+    Parameters
+    ----------
+    autocast_dtype : torch.dtype, default=torch.float32
+        Autocast dtype of the training forward passes.
+    **kwargs
+        As :class:`skorch.NeuralNet`.
+    """
+
+    def __init__(self, *args, autocast_dtype=torch.float32, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.autocast_dtype = autocast_dtype
+
+    def get_all_learnable_params(self):
+        # Every parameter, frozen or not: gradual unfreezing turns
+        # requires_grad on during training, and the optimizer must already
+        # hold those parameters. AdamW skips parameters without gradients,
+        # so frozen ones are neither updated nor decayed.
+        yield from self.module_.named_parameters()
+
+    def infer(self, x, **fit_params):
+        with _device.autocast_from(self.module_, None, torch.device(self.device),
+                                   self.autocast_dtype):
+            return super().infer(x, **fit_params).float()
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        # Up to max_epochs in all: a fit resumed from a checkpoint has the
+        # finished epochs in its history already.
+        if epochs is None:
+            epochs = max(self.max_epochs - len(self.history), 0)
+        # skorch ends training on KeyboardInterrupt, early stopping's
+        # included; remember which one it was.
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            if not getattr(self, "early_stopped_", False):
+                self.interrupted_ = True
+            raise
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y, w = y_true
+        y = y.to(y_pred.device)
+        w = w.to(y_pred.device, dtype=y_pred.dtype)
+        losses = self.criterion_(y_pred, y)
+        if losses.ndim > 1:  # several regression targets: mean over targets
+            losses = losses.mean(dim=1)
+        loss = (losses * w).mean()
+        if training and not torch.isfinite(loss):
+            raise NonFiniteLoss(len(self.history))
+        return loss
