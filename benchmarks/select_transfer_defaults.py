@@ -24,6 +24,16 @@ A second round (``cv_freeze1_300 cv_300_all_data``)
 uses the same folds and the same rule, over all the three-fold candidates
 together: a new candidate replaces the defaults only if its mean inner
 accuracy beats every earlier one's.
+
+Every candidate here ran before issue #12 rewrote the fine-tuning core, with
+the parameter names and the epoch of the time: ``freeze=k`` trained the last
+k of EfficientNet-Lite0's 7 block groups, and an epoch with ``augment="flips"``
+showed all four flips of every image. The results keep those names.
+:func:`_today` translates a candidate to today's parameters where that is the
+same training (``freeze=2`` is ``trainable_stages=1``; k epochs of four flips
+are 4k epochs of one random flip), so a re-run fits the same models;
+``freeze=1`` and ``freeze=3`` cut inside a stage of timm's ``feature_info``
+and cannot be re-run.
 """
 
 from __future__ import annotations
@@ -96,9 +106,23 @@ def inner_folds(n_splits=3):
         yield X_train[a], y_train[a], X_train[b], y_train[b]
 
 
+def _today(params: dict) -> dict:
+    """A candidate's parameters of before #12 as today's (see the module docstring)."""
+    params = dict(params)
+    freeze = params.pop("freeze", 2)
+    if freeze != 2:
+        raise SystemExit(f"freeze={freeze} trained part of a stage: it has no "
+                         "trainable_stages equivalent; its results are kept as they are.")
+    params["trainable_stages"] = 1
+    if params.get("augment", "flips") == "flips":
+        params["max_epochs"] = 4 * params["max_epochs"]
+    return params
+
+
 def _fit(params, X_fit, y_fit):
     """A candidate (the listed parameters over ``BEFORE``), fitted; and its fit time."""
-    model = TransferClassifier(random_state=0, verbose=1, **{**BEFORE, **params})
+    model = TransferClassifier(random_state=0, verbose=1,
+                               **_today({**BEFORE, **params}))
     t = time.perf_counter()
     model.fit(X_fit, y_fit)
     return model, time.perf_counter() - t

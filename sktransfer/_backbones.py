@@ -20,7 +20,6 @@ import difflib
 import fnmatch
 import functools
 import hashlib
-import inspect
 import io
 import os
 import re
@@ -461,9 +460,9 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
 
     enum = tvm.get_model_weights(arch).DEFAULT
     kwargs = {}
-    if "init_weights" in inspect.signature(tvm.get_model_builder(arch)).parameters:
-        # Inception v3, GoogLeNet: pretrained weights replace the slow
-        # truncated-normal initialisation; a random one keeps it.
+    if arch in ("inception_v3", "googlenet"):
+        # Pretrained weights replace the slow truncated-normal
+        # initialisation; a random one keeps it.
         kwargs["init_weights"] = not pretrained
     model = tvm.get_model(arch, weights=None, **kwargs)
     if pretrained:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 
 import torch
 
@@ -105,9 +106,12 @@ def autocast_from(model: torch.nn.Module, module_name: str | None,
             yield
         return
     entered = []
+    # The hook is on a module other threads may run at the same time; only
+    # this thread's pass enters autocast (autocast state is per thread).
+    owner = threading.get_ident()
 
     def enter(_module, _args):
-        if not entered:
+        if not entered and threading.get_ident() == owner:
             ctx.__enter__()
             entered.append(True)
 

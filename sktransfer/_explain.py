@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ._inference import run
 from ._inputs import ImageInput, Preprocess, check_images
+from ._persistence import check_input_columns
 
 
 def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
@@ -52,6 +53,7 @@ def explain(estimator, X, target=None) -> np.ndarray:
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
+    check_input_columns(estimator, X, reset=False)
     source = check_images(X)
     n, size = len(source), estimator.image_size_
     targets = None  # the predicted classes, found in the Grad-CAM pass itself

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -338,8 +339,11 @@ def _run_until(model: torch.nn.Module, module_name: str, x: torch.Tensor):
     The forward pass stops right after that module: later layers never run.
     """
     captured = {}
+    owner = threading.get_ident()  # another thread's pass through the module runs on
 
     def hook(_module, _inputs, output):
+        if threading.get_ident() != owner:
+            return
         captured["out"] = output
         raise _StopForward
 

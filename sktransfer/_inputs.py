@@ -134,6 +134,7 @@ class ImageSource:
             return _file_digest(os.fspath(item))
         h = hashlib.sha256()
         if isinstance(item, Image.Image):
+            item = upright(item)  # the pixels the network sees
             h.update(f"pil:{item.mode}:{item.size}".encode())
             h.update(item.tobytes())
         else:

@@ -161,7 +161,7 @@ class _TransferBase(BackboneEstimator):
         weights = _check_sample_weight(sample_weight, np.empty(len(y)), dtype=np.float64,
                                        ensure_non_negative=True)
         weights = weights * self._target_weights(y)
-        # Images of weight 0 take no part, exactly as if they were left out.
+        # Images of weight 0 take no part in training, as if they were left out.
         used = np.flatnonzero(weights > 0)
         if not len(used):
             raise ValueError("Every sample weight is zero; at least one image must have a "
@@ -177,12 +177,15 @@ class _TransferBase(BackboneEstimator):
             checkpoint = CheckpointDir(self.checkpoint_dir)
             resume, seed = checkpoint.prepare(digest, seed, unstable, type(self).__name__)
 
-        if not continuing:
-            self.model_ = self._build_network(source, seed, self._n_outputs, self.dropout)
-        network = self.model_
+        train_pos, valid_pos = self._split(targets[used], seed)
+        # The network becomes model_ only once trained: a fit that fails
+        # leaves no half-fitted estimator behind (see __sklearn_is_fitted__).
+        if continuing:
+            network = self.model_
+        else:
+            network = self._build_network(source, seed, self._n_outputs, self.dropout)
         n_frozen, schedule = network.frozen_units(self.trainable_stages, self.backbone)
         network.freeze_first(n_frozen)
-        train_pos, valid_pos = self._split(targets[used], seed)
         # Dropout, stochastic depth and random augmentation draw from torch's
         # global generators: forked and seeded for the fit, restored after.
         with torch_rng(seed, self.device_):
@@ -191,16 +194,21 @@ class _TransferBase(BackboneEstimator):
                 schedule=schedule, criterion=self._criterion(),
                 classifier=is_classifier(self), seed=seed,
                 checkpoint=checkpoint, resume=resume)
+        self.model_ = network.eval()
         self.history_ = run.history
         self.n_epochs_ = run.n_epochs
         self.resumed_from_epoch_ = run.resumed_from_epoch
         self.frozen_cached_ = run.frozen_cached
-        self.model_.eval()
         run.raise_if_stopped(type(self).__name__)
         return self
 
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "model_")
+
     def _use_tta(self):
-        return self.tta is True or (self.tta == "auto" and self.augment == "flips")
+        if isinstance(self.tta, str):
+            return self.tta == "auto" and self.augment == "flips"
+        return bool(self.tta)
 
     # -- predict --------------------------------------------------------------
 
@@ -294,7 +302,8 @@ _SHARED_PARAMETERS_END = """
         policy as :class:`PretrainedFeatureExtractor`: stem and first stage
         in float32) and, on CUDA, training; training steps on the CPU stay
         float32 (measured no faster in bf16). ``"bfloat16"`` forces bf16
-        everywhere, ``"float32"`` nowhere.
+        (inference still keeps the first stage in float32), ``"float32"``
+        disables it.
     n_jobs : int or None, default=None
         Threads decoding image files (``-1``: one per CPU; ``None``: 1).
     tta : bool or "auto", default=False
@@ -323,9 +332,10 @@ _SHARED_PARAMETERS_END = """
         terminal).
     random_state : int, RandomState instance or None, default=None
         Seeds the split, the head's initialisation, shuffling, augmentation
-        and dropout: the same int gives identical predictions on CPU. The
-        global random generators of numpy, Python and torch are left as
-        they were.
+        and dropout: the same int gives identical predictions on CPU, and a
+        fit resumed from ``checkpoint_dir`` continues the same draws. With
+        an int, the global random generators of numpy, Python and torch are
+        left as they were.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -384,7 +394,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     >>> X = rng.integers(0, 60, size=(20, 32, 32, 3), dtype=np.uint8)
     >>> y = np.array(["ok", "defect"] * 10)
     >>> X[y == "defect", 8:24, 8:24] = 255
-    >>> clf = TransferClassifier(image_size=32, max_epochs=6, random_state=0).fit(X, y)
+    >>> clf = TransferClassifier(image_size=32, random_state=0).fit(X, y)
     >>> clf.predict(X[:2]).tolist()
     ['ok', 'defect']
     """
@@ -580,6 +590,11 @@ class TransferRegressor(RegressorMixin, _TransferBase):
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
                              "training images.")
         return next(ShuffleSplit(1, test_size=n_valid, random_state=seed).split(targets))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted targets, in the units of ``y``."""

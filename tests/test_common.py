@@ -95,6 +95,7 @@ _TRANSFERREGRESSOR_NOT_SQUARE = _SUPERVISED_NOT_SQUARE + [
     "check_regressors_train(readonly_memmap=True,X_dtype=float32)",
     "check_regressor_data_not_an_array",
     "check_regressors_int",
+    "check_regressor_multioutput",
 ]
 _TRANSFERREGRESSOR_NOT_UNIT_RANGE = _NOT_UNIT_RANGE_CHECKS + [
     "check_regressors_no_decision_function",

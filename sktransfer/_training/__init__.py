@@ -70,6 +70,8 @@ def random_augmenter(augment, size: int):
     """The per-image random augmentation of ``augment`` (None for fixed views)."""
     from torchvision.transforms import v2
 
+    if isinstance(augment, (bool, np.bool_)):
+        augment = bool(augment)
     if augment is True:
         return v2.Compose([
             v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.9, 1.1), antialias=True),
@@ -87,6 +89,9 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
             seed: int, checkpoint: CheckpointDir | None = None,
             resume: bool = False) -> TrainingRun:
     """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
+
+    Must run inside :func:`sktransfer._random.torch_rng`: each epoch reseeds
+    torch's (forked) global generators.
 
     ``targets`` and ``weights`` are indexed by image; ``train_idx`` and
     ``valid_idx`` select the two parts. ``schedule``: gradual unfreezing
@@ -116,24 +121,25 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     max_lr = [backbone_lr] * trains_backbone + [est.lr]
     steps = est.max_epochs * len(EpochBatches(train_data, est.batch_size))
 
-    callbacks = [("clip", GradientNormClipping(gradient_clip_value=est.max_grad_norm))]
+    generator = torch_generator(seed)
+    callbacks = [("seed_epoch", cb.SeedEpoch(seed, generator, est.device_)),
+                 ("clip", GradientNormClipping(gradient_clip_value=est.max_grad_norm))]
     has_valid = valid_data is not None
     if has_valid and classifier:
         callbacks.append(("valid_acc", EpochScoring(
             cb.valid_accuracy, lower_is_better=False, name="valid_acc",
             target_extractor=cb.batch_targets)))
-    # Classifiers stop on validation accuracy: under a one-cycle schedule the
-    # validation loss of an over-confident model rises while its accuracy
-    # still improves (seen on ELPV: best loss at epoch 1).
-    monitor = "valid_acc" if classifier else "valid_loss"
-    stopping = has_valid and est.patience is not None
     if checkpoint is not None:
-        callbacks += checkpoint.callbacks(resume, f"{monitor}_best" if stopping else None)
+        callbacks.append(("checkpoint", checkpoint.checkpoint()))
     callbacks.append(("keep_last_good", cb.KeepLastGood()))
     if schedule:
         callbacks.append(("gradual_unfreeze", cb.GradualUnfreeze(schedule)))
     callbacks.append(("lr_schedule", cb.BatchOneCycle(max_lr=max_lr, total_steps=steps)))
-    if stopping:
+    if has_valid and est.patience is not None:
+        # Classifiers stop on validation accuracy: under a one-cycle schedule
+        # the validation loss of an over-confident model rises while its
+        # accuracy still improves (seen on ELPV: best loss at epoch 1).
+        monitor = "valid_acc" if classifier else "valid_loss"
         callbacks.append(("early_stopping", cb.ResumableEarlyStopping(
             monitor=monitor, lower_is_better=monitor == "valid_loss",
             patience=est.patience, load_best=True,
@@ -153,7 +159,7 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
         batch_size=est.batch_size,
         iterator_train=EpochBatches,
         iterator_train__shuffle=True,
-        iterator_train__generator=torch_generator(seed),
+        iterator_train__generator=generator,
         iterator_valid=EpochBatches,
         train_split=predefined_split(valid_data) if has_valid else None,
         callbacks=callbacks,
@@ -162,17 +168,22 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
         autocast_dtype=_device.training_dtype(est.precision, est.device_),
     )
     net.initialize()
+    resumed = checkpoint.load(net) if resume else 0
+    if resumed and est.verbose:
+        print(f"Resuming after epoch {resumed} from {checkpoint.path!r}.", file=sys.stderr)
     nan_epoch = None
     try:
         net.partial_fit(train_data, None)
     except NonFiniteLoss as exc:
         net.module_.load_state_dict(dict(net.callbacks_)["keep_last_good"].state_)
         nan_epoch = exc.epoch
+    # The last step's gradients are of no use to a fitted model.
+    net.module_.zero_grad(set_to_none=True)
     history = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]
-    run = TrainingRun(history, getattr(dict(net.callbacks_).get("resume"), "epochs_", 0),
-                      cached, checkpoint, getattr(net, "interrupted_", False), nan_epoch)
-    if checkpoint is not None and not run.interrupted and nan_epoch is None:
-        checkpoint.mark_complete()
+    run = TrainingRun(history, resumed, cached, checkpoint,
+                      getattr(net, "interrupted_", False), nan_epoch)
+    if checkpoint is not None and not run.interrupted:
+        checkpoint.mark_complete("nan" if nan_epoch is not None else "done")
     return run
 
 

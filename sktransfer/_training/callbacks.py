@@ -2,18 +2,17 @@
 
 Learning rate: :class:`BatchOneCycle`. Freezing: :class:`GradualUnfreeze`.
 Scoring and stopping: :func:`valid_accuracy`, :class:`ResumableEarlyStopping`.
-Recovery: :class:`KeepLastGood`, :class:`Resume`.
+Randomness: :class:`SeedEpoch`. Recovery: :class:`KeepLastGood`.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import sys
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback, EarlyStopping, LoadInitState, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 
 # -- learning rate ---------------------------------------------------------------
 
@@ -78,11 +77,14 @@ def batch_targets(targets_and_weights):
 class ResumableEarlyStopping(EarlyStopping):
     """skorch's ``EarlyStopping``, carried on from a resumed history.
 
+    Its state comes back from the history (loaded before training begins),
+    and the best epoch's weights from ``best_params``, which it writes itself
+    whenever it records a better epoch: one source of truth for "best".
+
     Parameters
     ----------
     best_params : str or None
-        File where a :class:`skorch.callbacks.Checkpoint` keeps the best
-        epoch's weights; read back when a fit resumes.
+        File for the best epoch's weights (with ``checkpoint_dir``).
     **kwargs
         As :class:`skorch.callbacks.EarlyStopping`.
     """
@@ -101,7 +103,8 @@ class ResumableEarlyStopping(EarlyStopping):
             else:
                 self.misses_ += 1
         if len(net.history) and self.best_params and os.path.exists(self.best_params):
-            self.best_model_weights_ = torch.load(self.best_params, weights_only=True)
+            self.best_model_weights_ = torch.load(self.best_params, weights_only=True,
+                                                  map_location=net.device)
 
     def on_epoch_end(self, net, **kwargs):
         try:
@@ -109,6 +112,17 @@ class ResumableEarlyStopping(EarlyStopping):
         except KeyboardInterrupt:
             net.early_stopped_ = True
             raise
+        finally:
+            if (self.best_params and self.load_best
+                    and self.best_epoch_ == net.history[-1, "epoch"]):
+                atomic_torch_save(self.best_model_weights_, self.best_params)
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to a temporary file, renamed into place: never half written."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 # -- recovery ------------------------------------------------------------------------
@@ -124,12 +138,35 @@ class KeepLastGood(Callback):
         self.state_ = copy.deepcopy(net.module_.state_dict())
 
 
-class Resume(LoadInitState):
-    """skorch's ``LoadInitState``, recording how many epochs it loaded (``epochs_``)."""
+class SeedEpoch(Callback):
+    """Seed each epoch's random draws from the fit's seed and the epoch number.
 
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        super().on_train_begin(net, X=X, y=y, **kwargs)
-        self.epochs_ = len(net.history)
-        if self.epochs_ and net.verbose:
-            print(f"Resuming after epoch {self.epochs_} from {self.checkpoint.dirname!r}.",
-                  file=sys.stderr)
+    The order and views (``generator``) and what only torch's global
+    generators serve (dropout, random augmentation; forked for the fit by
+    :func:`sktransfer._random.torch_rng`, so the caller's state is restored)
+    are reseeded at the start of every epoch. A fit resumed after epoch k
+    then draws what an uninterrupted fit draws in epoch k + 1.
+
+    Parameters
+    ----------
+    seed : int
+    generator : torch.Generator
+        The generator of the training batches (``EpochBatches``).
+    device : torch.device
+        The training device (its CUDA generator is reseeded too).
+    """
+
+    def __init__(self, seed, generator, device):
+        self.seed = seed
+        self.generator = generator
+        self.device = device
+
+    def on_epoch_begin(self, net, **kwargs):
+        epoch = len(net.history)  # already includes this epoch's row
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        self.generator.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)

@@ -1,8 +1,8 @@
 """Checkpoints of a fine-tuning run, and resuming an interrupted one.
 
 The files are skorch's (``Checkpoint`` after every epoch: weights, optimizer,
-history; a second ``Checkpoint`` keeps the best epoch's weights for early
-stopping) and skorch loads them back (``LoadInitState``). This module decides
+history; the early stopping callback keeps the best epoch's weights) and
+skorch loads them back (``load_params``, as ``LoadInitState`` does). This module decides
 *whether* a directory may be resumed: only an unfinished fit of the same
 data and parameters, recognised by a fingerprint of both, is.
 """
@@ -18,8 +18,6 @@ from numbers import Number
 import numpy as np
 import torch
 from skorch.callbacks import Checkpoint
-
-from .callbacks import Resume
 
 CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", "best_params.pt")
 
@@ -122,26 +120,31 @@ class CheckpointDir:
         self._write({"fingerprint": digest, "seed": int(seed), "complete": False})
         return False, int(seed)
 
-    def callbacks(self, resume: bool, keep_best: str | None):
-        """skorch's checkpointing: every epoch, the best epoch by ``keep_best``
-        (a history column such as ``"valid_acc_best"``), and the loader."""
-        every_epoch = Checkpoint(
+    def checkpoint(self) -> Checkpoint:
+        """skorch's ``Checkpoint`` after every epoch: weights, optimizer, history.
+
+        The best epoch's weights (``best_params.pt``) are written by the
+        early stopping callback, which decides what "best" is.
+        """
+        return Checkpoint(
             monitor=None, dirname=self.path, f_params="params.pt",
             f_optimizer="optimizer.pt", f_criterion=None, f_history="history.json",
             load_best=False)
-        callbacks = [("checkpoint", every_epoch)]
-        if keep_best:
-            callbacks.append(("checkpoint_best", Checkpoint(
-                monitor=keep_best, dirname=self.path, f_params="best_params.pt",
-                f_optimizer=None, f_criterion=None, f_history=None, load_best=False)))
-        if resume:
-            callbacks.append(("resume", Resume(every_epoch)))
-        return callbacks
 
-    def mark_complete(self) -> None:
+    def load(self, net) -> int:
+        """Load the checkpoint into an initialised ``net`` (skorch's
+        ``load_params``, what ``LoadInitState`` calls) before training starts,
+        so that every callback sees the history from its ``on_train_begin``;
+        returns the number of epochs loaded."""
+        net.load_params(checkpoint=self.checkpoint())
+        return len(net.history)
+
+    def mark_complete(self, ended: str = "done") -> None:
+        """The fit ended (``"done"``, or ``"nan"`` after a NaN loss): the next
+        fit starts afresh."""
         with open(self.info_path, encoding="utf-8") as f:
             info = json.load(f)
-        self._write({**info, "complete": True})
+        self._write({**info, "complete": True, "ended": ended})
 
     def _write(self, info: dict) -> None:
         tmp = os.path.join(self.path, f".fit.json.tmp-{os.getpid()}")

@@ -72,9 +72,6 @@ class TrainingData(torch.utils.data.Dataset):
         self.augment = augment
         self.batch_size = batch_size
         self.n_jobs = n_jobs
-        # Stored in bf16 under bf16 inference: half the memory. Both paths
-        # round to it, so that they give the same numbers.
-        self.store_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
         self.cached = None
         if cache:
             if augment is not None:
@@ -108,7 +105,9 @@ class TrainingData(torch.utils.data.Dataset):
                     device=self.device, dtype=self.dtype, fn=lambda x, _: self._trunk(x),
                     views=self.views, mode="no_grad", progress=bar):
                 for v, out in enumerate(outputs):
-                    chunks[v].append(out.to("cpu", dtype=self.store_dtype))
+                    # Kept in the dtype the frozen part produced (bf16 after
+                    # the precision policy's switch: half the memory).
+                    chunks[v].append(out.to("cpu"))
         return torch.stack([torch.cat(c) for c in chunks])
 
     def batches(self, order: np.ndarray, views: np.ndarray, batch_size: int | None = None):
@@ -130,8 +129,7 @@ class TrainingData(torch.utils.data.Dataset):
             x = _inference.forward(self.network, x, device=self.device, dtype=self.dtype,
                                    fn=self._trunk, mode="no_grad")
             chunk = torch.as_tensor(chunk)
-            yield (self._as_input(x.to(self.store_dtype)),
-                   (self.targets[chunk], self.weights[chunk]))
+            yield self._as_input(x), (self.targets[chunk], self.weights[chunk])
 
     def _view(self, batch: torch.Tensor, views: np.ndarray) -> torch.Tensor:
         """Each image of a batch in [0, 1] as its drawn view."""
