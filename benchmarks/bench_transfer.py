@@ -167,6 +167,8 @@ def run(name):
         "predict_s": predict_s,
         "machine": describe_machine(),
     }
+    if not isinstance(model, TransferClassifier):
+        result["image_size"] = model[0].image_size_  # the extractor's
     if isinstance(model, TransferClassifier):
         result["params"] = {k: repr(v) for k, v in model.get_params().items()
                             if k not in ("verbose", "random_state")}
