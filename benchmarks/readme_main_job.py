@@ -51,6 +51,10 @@ def main_command(readme: str) -> str:
     return "\n".join(block).strip()
 
 
+def _skipped(results: dict) -> int:
+    return sum(str(row.get("status", "")).startswith("skipped") for row in results["rows"])
+
+
 def _parse_time_log(text: str) -> dict:
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
@@ -108,7 +112,8 @@ clone of commit `{timing['commit'][:7]}`, the README's main command run in it:
   **{timing['wall_s'] / 60:.1f} min**, exit status {timing['exit_status']}, peak memory
   {timing['max_rss_mib']:,.0f} MiB;
 - `sktransfer compare elpv` itself (its `wall_s`): {results['wall_s'] / 60:.1f} min for
-  {len(results['rows'])} fits: {results['cv']}-fold CV on {results['n_images']:,} images,
+  {len(results['rows'])} fits ({_skipped(results)} skipped by compare's own time budget):
+  {results['cv']}-fold CV on {results['n_images']:,} images,
   train sizes {', '.join(map(str, results['train_sizes']))};
   unreadable images skipped: {len(results['skipped_images'])}.
 
