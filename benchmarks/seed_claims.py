@@ -54,7 +54,7 @@ from sktransfer._compare import (  # noqa: E402
     plot_learning_curve,
     prepare_inputs,
 )
-from sktransfer._inputs import check_images  # noqa: E402
+from sktransfer._images import check_images  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

@@ -1,39 +1,40 @@
 """scikit-learn estimators backed by pretrained deep CNNs."""
 
-from ._backbones import list_backbones
-from ._explain import plot_explanations
-from ._extractor import PretrainedFeatureExtractor
-from ._inputs import ImageError, ImageWarning
-from ._persistence import InconsistentVersionWarning
-from ._transfer import TransferClassifier, TransferRegressor
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CompareError",
-    "ImageError",
-    "ImageWarning",
-    "InconsistentVersionWarning",
-    "PretrainedFeatureExtractor",
-    "TransferClassifier",
-    "TransferRegressor",
-    "compare",
-    "list_backbones",
-    "plot_explanations",
-    "__version__",
-]
+# Everything is loaded on first use: ``import sktransfer`` stays cheap, and a
+# service that only runs an exported ONNX graph (``sktransfer.serving``)
+# needs neither torch nor scikit-learn. compare pulls in pandas, matplotlib
+# and scikit-image.
+_LAZY = {
+    "CompareError": "._compare",
+    "ExportError": "._onnx",
+    "ExportReport": "._onnx",
+    "ImageError": "._images",
+    "ImageWarning": "._images",
+    "InconsistentVersionWarning": "._persistence",
+    "PretrainedFeatureExtractor": "._extractor",
+    "TransferClassifier": "._transfer",
+    "TransferRegressor": "._transfer",
+    "compare": "._compare",
+    "export_onnx": "._onnx",
+    "list_backbones": "._backbones",
+    "onnx_inputs": ".serving",
+    "plot_explanations": "._explain",
+}
 
-# compare pulls in pandas, matplotlib and scikit-image: loaded on first use.
-_LAZY = {"compare", "CompareError"}
+__all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name):
     if name in _LAZY:
-        from . import _compare
-
-        return getattr(_compare, name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'sktransfer' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | set(_LAZY))

@@ -85,7 +85,7 @@ def _run_compare(args) -> int:
     import os
 
     from ._compare import CompareError, compare, format_table
-    from ._inputs import ImageError
+    from ._images import ImageError
 
     try:
         results = compare(

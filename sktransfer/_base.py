@@ -16,9 +16,10 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from . import _device, _inference
+from . import _device, _engines, _inference
 from ._backbones import load_backbone
-from ._inputs import ImageSource, Preprocess
+from ._images import ImageSource
+from ._inputs import Preprocess
 from ._network import BackboneNetwork, InputSizeError
 from ._persistence import TorchModelPickleMixin
 from ._random import torch_rng
@@ -39,6 +40,7 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
+        "engine": [StrOptions(set(_engines.ENGINES))],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
@@ -90,6 +92,38 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         sides = [s for s in map(source.shorter_side, probe) if s is not None]
         side = int(np.median(sides)) if sides else backbone_size
         return int(min(max(side, backbone_size), round(1.5 * backbone_size)))
+
+    def _resolve_engine(self) -> None:
+        self.engine_ = _engines.resolve(self.engine, device=self.device_,
+                                        owner=type(self).__name__)
+
+    def _onnx_part(self, network: BackboneNetwork, stop: int | None = None,
+                   pool: bool = False, memory=None):
+        """The frozen part of ``network`` as ONNX Runtime runs it, or ``None``
+        where torch runs it.
+
+        The part: its first ``stop`` units (globally average-pooled with
+        ``pool``), or with ``stop=None`` the whole network's pooled features.
+        Its graph is exported once per backbone, weights, cut point and size,
+        then taken from this process's cache or from ``memory``. A backbone
+        the exporter cannot trace falls back to torch with ``engine="auto"``
+        (``engine_`` says which ran).
+        """
+        if self.engine_ == "torch" or stop == 0:
+            return None
+
+        def key_of(start, end, end_pool):
+            return _engines.graph_key(backbone=self.backbone, weights_id=self.weights_id_,
+                                      start=start, stop=end, pool=end_pool,
+                                      size=self.image_size_, n_units=network.n_units)
+
+        part = _engines.build_part(network, key_of, self.image_size_, stop=stop, pool=pool,
+                                   engine=self.engine_, requested=self.engine,
+                                   precision=self.precision_, memory=memory,
+                                   owner=type(self).__name__)
+        if part is None:
+            self.engine_ = "torch"
+        return part
 
     @property
     def _dtype(self) -> torch.dtype:

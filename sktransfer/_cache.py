@@ -35,6 +35,17 @@ _MEMO_BYTES = [0]
 MEMO_LIMIT_BYTES = 1 << 30
 
 
+def memory_location(memory) -> str | None:
+    """The directory of a ``memory`` parameter (str, path or joblib.Memory), or None."""
+    from sklearn.utils.validation import check_memory
+
+    if memory is None:
+        return None
+    if isinstance(memory, os.PathLike):
+        memory = os.fspath(memory)
+    return check_memory(memory).location
+
+
 def settings_hash(settings: dict) -> str:
     blob = json.dumps({"format": FORMAT_VERSION, **settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

@@ -31,6 +31,16 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tile units for bf16 (Intel Xeon since Sapphire Rapids)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn the ``device`` parameter into a :class:`torch.device`.
 

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._images import ImageInput, check_images
 from ._inference import run
-from ._inputs import ImageInput, Preprocess, check_images
+from ._inputs import Preprocess
 from ._persistence import check_input_columns
 
 

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._base import BackboneEstimator
-from ._cache import EmbeddingCache
+from ._cache import EmbeddingCache, memory_location
+from ._images import ImageError, ImageInput, ImageWarning, check_images
 from ._inference import forward
-from ._inputs import ImageError, ImageInput, ImageWarning, Preprocess, check_images, iter_batches
+from ._inputs import Preprocess, iter_batches
 from ._persistence import check_input_columns
 from ._random import draw_seed
 
@@ -86,13 +87,26 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         a CPU with AMX/AVX512-BF16), else float32. ``"float32"`` forces fp32.
         Under bf16 the stem and first stage still run in float32: they cost
         most of the accuracy and little of the time.
+    engine : {"auto", "torch", "onnxruntime", "openvino"}, default="auto"
+        What runs the network. ``"onnxruntime"``: ONNX Runtime at float32
+        (equal to torch's float32 features within about 1e-6);
+        ``"openvino"``: OpenVINO at ``precision`` (bf16 where the CPU
+        computes it natively); both from an ONNX graph exported once per
+        backbone, weights, layer and size (a few seconds for
+        EfficientNet-Lite0, then reused in the process, and stored under
+        ``memory``), on the CPU. ``"torch"``: torch, with ``precision``.
+        ``"auto"``: on the CPU, OpenVINO where the CPU has AMX, else ONNX
+        Runtime, when installed and the network exports (``layer="pooled"``
+        or a stage); else torch. The measurements behind the rule:
+        ``benchmarks/results/engines.md``. ``engine_`` says which ran.
     n_jobs : int or None, default=None
         Threads decoding image files in parallel (``-1``: one per CPU).
         ``None`` means 1.
     memory : str, path, joblib.Memory or None, default=None
         Directory of the embedding cache. Each image is then embedded once
         per set of settings, keyed by the hash of its content, so a grid
-        search over the downstream model never embeds an image twice.
+        search over the downstream model never embeds an image twice. The
+        exported ONNX graph is kept there too.
     on_error : {"raise", "nan"}, default="raise"
         What an image that cannot be read or decoded (missing, empty,
         truncated or not an image file, a refused decompression bomb, a bad
@@ -123,7 +137,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     device_ : torch.device
         Device the network runs on.
     precision_ : str
-        ``"bfloat16"`` or ``"float32"``: the autocast precision in use.
+        ``"bfloat16"`` or ``"float32"``: the autocast precision of the torch
+        engine.
+    engine_ : str
+        ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what runs the network.
     weights_id_ : str
         SHA-256 of the network's weights.
     n_features_in_ : int
@@ -172,6 +189,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         batch_size=32,
         device="auto",
         precision="auto",
+        engine="auto",
         n_jobs=None,
         memory=None,
         on_error="raise",
@@ -185,6 +203,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.engine = engine
         self.n_jobs = n_jobs
         self.memory = memory
         self.on_error = on_error
@@ -216,11 +235,37 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         network = self._build_network(source, draw_seed(self.random_state))
         self.layer_module_ = self._resolve_layer(network.backbone)
         self.model_ = network.requires_grad_(False).eval()
+        self._resolve_engine()
+        if self.engine_ != "torch" and self._stop is False:
+            if self.engine != "auto":
+                raise ValueError(
+                    f"layer={self.layer!r} is inside a unit of {self.backbone}, which cannot "
+                    f"be exported to ONNX for engine={self.engine!r}; use engine='torch', "
+                    "layer='pooled' or a stage.")
+            self.engine_ = "torch"
+        # Exports the graph now (once per settings): fit reports a failure.
+        self._frozen_part()
         probe = torch.zeros(1, 3, self.image_size_, self.image_size_, device=self.device_)
         out = forward(self.model_, probe, device=self.device_, dtype=self._dtype,
                       fn=lambda x: self._forward(x, None))
         self.n_features_out_ = int(out.shape[1])
         return self
+
+    @property
+    def _stop(self):
+        """Units the features need (``None``: all, pooled features;
+        ``False``: the layer ends inside a unit)."""
+        if self.layer_module_ is None:
+            return None
+        names = self.model_.unit_names
+        return names.index(self.layer_module_) + 1 if self.layer_module_ in names else False
+
+    def _frozen_part(self):
+        """ONNX Runtime's or OpenVINO's run of the network (``None``: torch's)."""
+        if self.engine_ == "torch":
+            return None
+        return self._onnx_part(self.model_, self._stop, pool=self._stop is not None,
+                               memory=memory_location(self.memory))
 
     def _resolve_layer(self, model: torch.nn.Module) -> str | None:
         if self.layer == "pooled":
@@ -247,6 +292,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
 
     def _forward(self, x: torch.Tensor, _positions) -> torch.Tensor:
         """Features of a preprocessed batch on the device (the inference path's ``fn``)."""
+        part = self._frozen_part()
+        if part is not None:
+            return part(x)
         if self.layer_module_ is None:
             return self.model_(x)
         return _pool(_run_until(self.model_.backbone, self.layer_module_, x))
@@ -311,9 +359,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return out
 
     def _cache(self):
-        if self.memory is None:
-            return None
-        location = check_memory(self.memory).location
+        location = memory_location(self.memory)
         if location is None:
             return None
         settings = {
@@ -322,7 +368,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             "layer": self.layer_module_ or "pooled",
             "pooling": "avg",
             "preprocess": self.preprocess_,
-            "precision": self.precision_,
+            "precision": "float32" if self.engine_ == "onnxruntime" else self.precision_,
+            "engine": self.engine_,
             "device_type": self.device_.type,
         }
         return EmbeddingCache(location, settings, self.n_features_out_)

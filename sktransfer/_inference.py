@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ._device import precision_policy
-from ._inputs import ImageSource, Preprocess, iter_batches
+from ._images import ImageSource
+from ._inputs import Preprocess, iter_batches
 
 #: The four flips of an image, as views of a normalised batch.
 FLIPS = ("identity", "hflip", "vflip", "hvflip")

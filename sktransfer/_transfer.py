@@ -21,8 +21,9 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._base import BackboneEstimator
+from ._images import ArrayLike, ImageInput, check_images
 from ._inference import FLIPS
-from ._inputs import ArrayLike, ImageInput, check_images
+from ._network import TopNetwork
 from ._persistence import check_input_columns
 from ._random import draw_seed, torch_rng
 
@@ -69,6 +70,7 @@ class _TransferBase(BackboneEstimator):
         patience=5,
         device="auto",
         precision="auto",
+        engine="auto",
         n_jobs=None,
         tta=False,
         warm_start=False,
@@ -92,6 +94,7 @@ class _TransferBase(BackboneEstimator):
         self.patience = patience
         self.device = device
         self.precision = precision
+        self.engine = engine
         self.n_jobs = n_jobs
         self.tta = tta
         self.warm_start = warm_start
@@ -186,6 +189,13 @@ class _TransferBase(BackboneEstimator):
             network = self._build_network(source, seed, self._n_outputs, self.dropout)
         n_frozen, schedule = network.frozen_units(self.trainable_stages, self.backbone)
         network.freeze_first(n_frozen)
+        if not continuing:
+            self._resolve_engine()
+        # Nothing fixed to export (everything trains, or the frozen part
+        # shrinks with gradual unfreezing): torch runs it.
+        if schedule or n_frozen == 0:
+            self.engine_ = "torch"
+        trunk = self._onnx_part(network, n_frozen)
         # Dropout, stochastic depth and random augmentation draw from torch's
         # global generators: forked and seeded for the fit, restored after.
         with torch_rng(seed, self.device_):
@@ -193,7 +203,7 @@ class _TransferBase(BackboneEstimator):
                 self, network, source, used[train_pos], used[valid_pos], targets, weights,
                 schedule=schedule, criterion=self._criterion(),
                 classifier=is_classifier(self), seed=seed,
-                checkpoint=checkpoint, resume=resume)
+                checkpoint=checkpoint, resume=resume, trunk=trunk)
         self.model_ = network.eval()
         self.history_ = run.history
         self.n_epochs_ = run.n_epochs
@@ -220,7 +230,10 @@ class _TransferBase(BackboneEstimator):
         out = np.empty((len(source), self._n_outputs), dtype=np.float32)
         self.model_.eval()
         views = FLIPS if self._use_tta() else ("identity",)
-        for pos, outputs in self._run(source, range(len(source)), views=views):
+        trunk = self._onnx_part(self.model_, self.model_.n_frozen)
+        top = TopNetwork(self.model_)
+        fn = None if trunk is None else (lambda x, _: top(trunk(x)))
+        for pos, outputs in self._run(source, range(len(source)), views=views, fn=fn):
             out[pos] = torch.stack(outputs).float().mean(0).cpu().numpy()
         return out
 
@@ -304,6 +317,15 @@ _SHARED_PARAMETERS_END = """
         float32 (measured no faster in bf16). ``"bfloat16"`` forces bf16
         (inference still keeps the first stage in float32), ``"float32"``
         disables it.
+    engine : {"auto", "torch", "onnxruntime", "openvino"}, default="auto"
+        What runs the frozen part of the network (before the first trained
+        stage), in training and in :meth:`predict`: as in
+        :class:`PretrainedFeatureExtractor` (ONNX Runtime at float32,
+        OpenVINO at ``precision``, or torch), from a graph of the pretrained
+        frozen units exported once per backbone, weights, cut point and size
+        and reused by every fit of the process (a grid search exports it
+        once). The trained part always runs in torch. ``trainable_stages="all"`` or ``"gradual"``
+        leave nothing fixed to export: torch. ``engine_`` says which ran.
     n_jobs : int or None, default=None
         Threads decoding image files (``-1``: one per CPU; ``None``: 1).
     tta : bool or "auto", default=False
@@ -356,7 +378,9 @@ _SHARED_ATTRIBUTES = """
     stages_ : list of str
         The backbone's stages (the modules that end them), shallowest first.
     device_, precision_ : torch.device, str
-        Where and at which inference precision it ran.
+        Where and at which inference precision it ran (torch engine).
+    engine_ : str
+        ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what ran the frozen part.
     weights_id_ : str
         SHA-256 of the backbone's initial weights.
 """
@@ -409,8 +433,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                  image_size="auto", augment="flips", max_epochs=20, batch_size=32, lr=1e-3,
                  backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.2,
                  validation_fraction=None, patience=5, class_weight=None,
-                 label_smoothing=0.1, device="auto", precision="auto", n_jobs=None,
-                 tta=False, warm_start=False, checkpoint_dir=None, verbose=0,
+                 label_smoothing=0.1, device="auto", precision="auto", engine="auto",
+                 n_jobs=None, tta=False, warm_start=False, checkpoint_dir=None, verbose=0,
                  random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, trainable_stages=trainable_stages,
@@ -418,7 +442,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
             batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
             weight_decay=weight_decay, max_grad_norm=max_grad_norm, dropout=dropout,
             validation_fraction=validation_fraction, patience=patience, device=device,
-            precision=precision, n_jobs=n_jobs, tta=tta, warm_start=warm_start,
+            precision=precision, engine=engine, n_jobs=n_jobs, tta=tta, warm_start=warm_start,
             checkpoint_dir=checkpoint_dir, verbose=verbose, random_state=random_state)
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing

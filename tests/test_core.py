@@ -305,7 +305,7 @@ def test_bug_interpolation_follows_the_backbone_config():
 def test_extractor_stage_features_are_the_frozen_part_of_a_fine_tuned_model(data, precision):
     """layer="stage<k>" of the extractor = the pooled output of a TransferClassifier's
     frozen part when the stages after k train: same stages, same numerics."""
-    from sktransfer._inputs import check_images
+    from sktransfer._images import check_images
 
     X, y = data
     clf = TransferClassifier(**FAST, precision=precision, trainable_stages=2).fit(X, y)

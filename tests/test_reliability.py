@@ -136,7 +136,7 @@ def test_on_error_nan_in_a_pipeline_with_an_imputer(corpus):
 
 
 def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
-    from sktransfer._inputs import decode_bytes
+    from sktransfer._images import decode_bytes
 
     big = Image.fromarray(np.full((2400, 3200, 3), 128, np.uint8))
     data = _save(big, "JPEG")

@@ -234,7 +234,7 @@ def test_contract_on_images(data, Est):
 def test_image_size_auto_follows_the_images_within_bounds(tmp_path):
     from PIL import Image
 
-    from sktransfer._inputs import check_images
+    from sktransfer._images import check_images
 
     clf = TransferClassifier(image_size="auto")
     base = 224

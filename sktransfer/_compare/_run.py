@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import LabelEncoder
 
-from .._inputs import ArrayLike, ImageInput, check_images
+from .._images import ArrayLike, ImageInput, check_images
 from .._random import draw_seed, torch_rng
 from ._data import CompareError, check_classes, decode_all, resolve_dataset
 from ._models import MODELS, PIXEL_SIZE, n_parameters, prepare_inputs

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from .. import _device
+from .._images import ImageSource
 from .._inference import FLIPS
-from .._inputs import ImageSource, Preprocess
+from .._inputs import Preprocess
 from .._network import BackboneNetwork, TopNetwork
 from .._random import torch_generator
 from . import callbacks as cb
@@ -87,7 +88,7 @@ def random_augmenter(augment, size: int):
 def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid_idx,
             targets: np.ndarray, weights: np.ndarray, *, schedule, criterion, classifier: bool,
             seed: int, checkpoint: CheckpointDir | None = None,
-            resume: bool = False) -> TrainingRun:
+            resume: bool = False, trunk=None) -> TrainingRun:
     """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
 
     Must run inside :func:`sktransfer._random.torch_rng`: each epoch reseeds
@@ -95,7 +96,9 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
 
     ``targets`` and ``weights`` are indexed by image; ``train_idx`` and
     ``valid_idx`` select the two parts. ``schedule``: gradual unfreezing
-    (empty for a fixed frozen part). A NaN loss or an interruption ends
+    (empty for a fixed frozen part). ``trunk``: what runs the frozen part
+    (ONNX Runtime's graph of it; ``None``: the network's own units, in torch).
+    A NaN loss or an interruption ends
     the run early; :meth:`TrainingRun.raise_if_stopped` reports it.
     """
     from skorch.callbacks import EpochScoring, GradientNormClipping, ProgressBar
@@ -108,7 +111,7 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
               and augment is None)
     common = dict(network=network, preprocess=preprocess, device=est.device_,
                   dtype=getattr(torch, est.precision_), batch_size=est.batch_size,
-                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached)
+                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk)
     train_data = TrainingData(source, train_idx, targets[train_idx], weights[train_idx],
                               views=views, augment=augment, **common)
     valid_data = (TrainingData(source, valid_idx, targets[valid_idx], weights[valid_idx],

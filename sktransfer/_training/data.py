@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import _inference
-from .._inputs import ImageSource, Preprocess, iter_batches
+from .._images import ImageSource
+from .._inputs import Preprocess, iter_batches
 
 
 class TrainingData(torch.utils.data.Dataset):
@@ -53,12 +54,16 @@ class TrainingData(torch.utils.data.Dataset):
         Compute the frozen part's outputs once (only with fixed views).
     batch_size, n_jobs, verbose :
         Of the pass that fills the cache, and of decoding.
+    trunk : callable or None
+        Runs the frozen part on a normalised batch (ONNX Runtime's graph of
+        it); ``None``: the network's first ``n_frozen`` units, in torch.
     """
 
     def __init__(self, source: ImageSource, indices, targets, weights, *, network,
                  preprocess: Preprocess, device: torch.device, dtype: torch.dtype,
                  views=("identity",), augment: Callable | None = None, cache: bool = False,
-                 batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0):
+                 batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0,
+                 trunk: Callable | None = None):
         self.source = source
         self.indices = np.asarray(indices)
         self.targets = torch.as_tensor(np.asarray(targets))
@@ -72,6 +77,7 @@ class TrainingData(torch.utils.data.Dataset):
         self.augment = augment
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.trunk = trunk
         self.cached = None
         if cache:
             if augment is not None:
@@ -90,6 +96,8 @@ class TrainingData(torch.utils.data.Dataset):
         return len(self.views)
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trunk is not None:
+            return self.trunk(x)
         net = self.network
         return net.forward_units(x, 0, net.n_frozen)
 

@@ -1,0 +1,517 @@
+"""Export a fitted estimator or pipeline to one ONNX file, for serving without torch.
+
+The graph's input, ``images``: float32, shape ``(batch, 3, size, size)``
+(NCHW, RGB), values in [0, 1], ``size`` the estimator's ``image_size_``, the
+batch dimension dynamic: what :func:`sktransfer.onnx_inputs` makes from any
+accepted ``X``. Normalisation, test-time flips and the softmax are inside the
+graph. The torch part goes through ``torch.onnx.export`` (the dynamo
+exporter), the scikit-learn steps after an extractor through skl2onnx; the two
+graphs are joined with :mod:`onnx.compose`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import is_classifier, is_regressor
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from ._engines import Prefix
+from ._images import check_images
+from ._inference import FLIPS, apply_view
+from ._inputs import Preprocess, iter_batches
+
+#: The opset of the exported graphs (ONNX Runtime >= 1.17 runs it; skl2onnx
+#: 1.20 converts to it).
+OPSET = 20
+ML_OPSET = 3
+INPUT = "images"
+
+
+class ExportError(ValueError):
+    """The estimator (or one of its steps) cannot be exported to ONNX."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how closely the file matches the estimator.
+
+    Attributes
+    ----------
+    path : str
+        The ``.onnx`` file.
+    outputs : list of str
+        Names of the graph's outputs.
+    opset : int
+        The ONNX opset of the default domain.
+    file_size : int
+        Size of the file in bytes.
+    export_seconds : float
+        Wall time of the export, checks excluded.
+    n_check : int
+        Images in the check batch.
+    max_abs_diff : dict
+        For each numeric output, the maximum absolute difference between
+        ONNX Runtime and the estimator run at float32, on identical input
+        tensors.
+    label_agreement : float or None
+        Share of the check batch whose ONNX label equals the estimator's
+        (classifiers only).
+    """
+
+    path: str
+    outputs: list
+    opset: int
+    file_size: int
+    export_seconds: float
+    n_check: int
+    max_abs_diff: dict
+    label_agreement: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------
+# The torch part
+
+
+class _Graph(torch.nn.Module):
+    """What the exported graph computes, from ``images`` in [0, 1] on.
+
+    ``kind``: ``"features"`` (the extractor), ``"logits"`` (the classifier:
+    its softmax) or ``"prediction"`` (the regressor: scaled back to ``y``'s
+    units). Test-time flips average the network's outputs before the softmax,
+    as ``predict_proba`` does.
+    """
+
+    def __init__(self, network, preprocess: dict, kind: str, views=("identity",),
+                 stop: int | None = None, y_mean=None, y_scale=None, ravel=False):
+        super().__init__()
+        # a stage of the extractor: its output, globally average-pooled
+        self.network = network if stop is None else Prefix(network, stop, pool=True)
+        self.kind = kind
+        self.views = tuple(views)
+        self.ravel = ravel
+        self.register_buffer("mean", torch.tensor(preprocess["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess["std"]).view(1, 3, 1, 1))
+        if y_mean is not None:
+            self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32))
+            self.register_buffer("y_scale", torch.as_tensor(y_scale, dtype=torch.float32))
+
+    def forward(self, images):
+        x = (images - self.mean) / self.std
+        out = torch.stack([self.network(apply_view(x, v)) for v in self.views]).mean(0)
+        if self.kind == "logits":
+            return out.softmax(dim=1)
+        if self.kind == "prediction":
+            out = out * self.y_scale + self.y_mean
+            return out.reshape(-1) if self.ravel else out
+        return out
+
+
+def _graph_module(estimator) -> tuple[_Graph, str]:
+    """The :class:`_Graph` of a fitted estimator and the name of its output."""
+    from ._extractor import PretrainedFeatureExtractor
+
+    network = copy.deepcopy(estimator.model_).float().cpu().eval()
+    network = network.to(memory_format=torch.contiguous_format)
+    pre = estimator.preprocess_
+    if isinstance(estimator, PretrainedFeatureExtractor):
+        stop = None
+        if estimator.layer_module_ is not None:
+            if estimator.layer_module_ not in network.unit_names:
+                raise ExportError(
+                    f"layer={estimator.layer!r} ({estimator.layer_module_}) is inside a unit "
+                    f"of {estimator.backbone}, which the exporter cannot cut; export "
+                    f"layer='pooled' or a stage that ends a unit: "
+                    f"{[s for s in estimator.stages_ if s in network.unit_names]}.")
+            stop = network.unit_names.index(estimator.layer_module_) + 1
+        return _Graph(network, pre, "features", stop=stop), "features"
+    views = FLIPS if estimator._use_tta() else ("identity",)
+    if is_classifier(estimator):
+        return _Graph(network, pre, "logits", views), "probabilities"
+    return _Graph(network, pre, "prediction", views, y_mean=estimator.y_mean_,
+                  y_scale=estimator.y_scale_, ravel=estimator._y_1d), "prediction"
+
+
+def _export_torch(module: torch.nn.Module, size: int, output: str, opset: int,
+                  input_name: str = INPUT, example: torch.Tensor | None = None):
+    """``module`` as an ONNX graph for inputs ``(batch, 3, size, size)`` (or
+    shaped like ``example``), the batch dimension dynamic."""
+    import onnx
+
+    if example is None:
+        example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1)
+    # The exporter reports its progress on stdout and warns about its own
+    # internals; the user gets a clear error or the file.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, input_names=[input_name], output_names=[output],
+                dynamic_shapes=({0: batch},), opset_version=opset, optimize=True,
+                verbose=False)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(
+                f"torch.onnx.export could not export the network ({type(exc).__name__}: "
+                f"{first[:300]}).") from exc
+    return onnx.load_from_string(program.model_proto.SerializeToString())
+
+
+# --------------------------------------------------------------------------
+# The scikit-learn steps
+
+
+def _final_kind(estimator) -> str:
+    if is_classifier(estimator):
+        return "classifier"
+    if is_regressor(estimator):
+        return "regressor"
+    return "transformer"
+
+
+def _convert_steps(steps: list, n_features: int, opset: int):
+    """skl2onnx's graph of ``steps`` (name, estimator) fed with ``features``."""
+    try:
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import FloatTensorType
+    except ImportError as exc:
+        raise ImportError(
+            "exporting a pipeline needs skl2onnx: pip install 'sktransfer[onnx]'") from exc
+
+    def convert(sub_steps):
+        pipe = Pipeline(sub_steps)
+        final = sub_steps[-1][1]
+        options = {id(final): {"zipmap": False}} if is_classifier(final) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return convert_sklearn(
+                pipe, initial_types=[("features", FloatTensorType([None, n_features]))],
+                target_opset={"": opset, "ai.onnx.ml": ML_OPSET}, options=options)
+
+    try:
+        return convert(steps)
+    except Exception as whole:
+        # Name the step skl2onnx cannot convert: the first that fails alone
+        # (the shapes after the failing step do not matter).
+        # (numbered as in the whole pipeline: the extractor is step 1)
+        for i, (name, step) in enumerate(steps, start=2):
+            try:
+                convert([(name, step)])
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                raise ExportError(
+                    f"pipeline step {i} {name!r} ({type(step).__name__}) cannot be "
+                    f"converted by skl2onnx ({type(exc).__name__}: {reason}).") from exc
+        raise ExportError(f"skl2onnx could not convert the pipeline's steps: {whole}") from whole
+
+
+# --------------------------------------------------------------------------
+# Assembling the graph
+
+
+def _rename_outputs(model, names: dict):
+    """Rename graph outputs through Identity nodes (``names``: old -> new)."""
+    from onnx import helper
+
+    graph = model.graph
+    for out in graph.output:
+        if out.name in names:
+            new = names[out.name]
+            graph.node.append(helper.make_node("Identity", [out.name], [new],
+                                               name=f"rename_{new}"))
+            out.name = new
+    return model
+
+
+def _add_label(model, classes: np.ndarray):
+    """Append ``label = classes[argmax(probabilities)]`` to a classifier's graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if classes.dtype.kind in "iub":
+        const = numpy_helper.from_array(classes.astype(np.int64), "classes")
+        elem = TensorProto.INT64
+    elif classes.dtype.kind == "f":
+        const = numpy_helper.from_array(classes.astype(np.float64), "classes")
+        elem = TensorProto.DOUBLE
+    elif all(isinstance(c, str) for c in classes.tolist()):
+        const = numpy_helper.from_array(np.array(classes.tolist(), dtype=object), "classes")
+        elem = TensorProto.STRING
+    else:
+        kinds = sorted({type(c).__name__ for c in classes.tolist()})
+        raise ExportError(
+            f"classes_ of types {kinds} cannot be stored in an ONNX tensor (numbers or "
+            "strings only); encode the labels as strings or integers before fitting.")
+    graph = model.graph
+    graph.initializer.append(const)
+    graph.node.extend([
+        helper.make_node("ArgMax", ["probabilities"], ["label_index"], axis=1, keepdims=0,
+                         name="label_argmax"),
+        helper.make_node("Gather", ["classes", "label_index"], ["label"], axis=0,
+                         name="label_gather"),
+    ])
+    label = helper.make_tensor_value_info("label", elem, ["batch"])
+    graph.output.insert(0, label)
+    return model
+
+
+def _metadata(estimator, preprocess: dict, outputs: list) -> dict:
+    from . import __version__
+
+    return {
+        "sktransfer.version": __version__,
+        "sktransfer.estimator": _describe(estimator),
+        "sktransfer.input": json.dumps({
+            "name": INPUT, "dtype": "float32", "layout": "NCHW", "channels": "RGB",
+            "size": int(preprocess["size"]), "range": [0.0, 1.0],
+            "interpolation": preprocess["interpolation"]}),
+        "sktransfer.outputs": json.dumps(outputs),
+    }
+
+
+def _describe(estimator) -> str:
+    if isinstance(estimator, Pipeline):
+        return "Pipeline(" + ", ".join(type(s).__name__ for _, s in estimator.steps) + ")"
+    return type(estimator).__name__
+
+
+def _split(estimator):
+    """``(sktransfer estimator, remaining scikit-learn steps)`` of what to export."""
+    from ._base import BackboneEstimator
+    from ._extractor import PretrainedFeatureExtractor
+
+    if isinstance(estimator, Pipeline):
+        steps = [(n, s) for n, s in estimator.steps if s not in (None, "passthrough")]
+        if not steps or not isinstance(steps[0][1], PretrainedFeatureExtractor):
+            first = type(steps[0][1]).__name__ if steps else "nothing"
+            raise ExportError(
+                f"a pipeline is exported when its first step is a PretrainedFeatureExtractor; "
+                f"this one starts with {first}.")
+        for i, (name, step) in enumerate(steps[1:], start=2):
+            if isinstance(step, BackboneEstimator):
+                raise ExportError(
+                    f"pipeline step {i} {name!r} ({type(step).__name__}) runs a network on "
+                    "images; only the first step of an exported pipeline may.")
+        head = steps[0][1]
+        check_is_fitted(head)
+        for name, step in steps[1:]:
+            try:
+                check_is_fitted(step)
+            except Exception as exc:
+                raise ExportError(f"pipeline step {name!r} is not fitted: fit the pipeline "
+                                  "before exporting it.") from exc
+        return head, steps[1:]
+    if not isinstance(estimator, BackboneEstimator):
+        raise ExportError(
+            f"{type(estimator).__name__} is not an sktransfer estimator or a pipeline that "
+            "starts with PretrainedFeatureExtractor.")
+    check_is_fitted(estimator)
+    return estimator, []
+
+
+def export_onnx(estimator, path, *, X=None, opset: int = OPSET) -> ExportReport:
+    """Export a fitted estimator or pipeline to one ONNX file.
+
+    The graph takes a batch of preprocessed images and returns the
+    estimator's outputs, so a service needs only ONNX Runtime, numpy and PIL
+    (see :func:`sktransfer.onnx_inputs` for the input).
+
+    - input ``images``: float32, ``(batch, 3, size, size)``, RGB, values in
+      [0, 1], ``size = image_size_``; the batch dimension is dynamic;
+    - outputs: ``features`` (:class:`PretrainedFeatureExtractor`, or a
+      pipeline ending in a transformer), ``label`` (the original labels) and
+      ``probabilities`` (a classifier), ``prediction`` (a regressor).
+
+    Normalisation, test-time flips (``tta``) and the softmax are in the
+    graph, which runs at float32: it matches the estimator with
+    ``precision="float32"``, not the bf16 autocast of ``precision="auto"``
+    on a CPU with native bf16 (within bf16 noise of it).
+
+    Parameters
+    ----------
+    estimator : fitted estimator or Pipeline
+        A :class:`PretrainedFeatureExtractor`, :class:`TransferClassifier` or
+        :class:`TransferRegressor`, or a :class:`~sklearn.pipeline.Pipeline`
+        whose first step is a :class:`PretrainedFeatureExtractor` followed by
+        steps skl2onnx converts (``StandardScaler``, ``PCA``,
+        ``LogisticRegression``, ...).
+    path : str or path
+        Where to write the ``.onnx`` file. It is written to a temporary file
+        next to it and renamed: a failed export leaves no file behind.
+    X : images, default=None
+        Images to check the file on (any form the estimator accepts); by
+        default 8 random images.
+    opset : int, default=20
+        ONNX opset of the graph.
+
+    Returns
+    -------
+    report : ExportReport
+        Outputs, opset, file size, export time, and the maximum absolute
+        difference to the estimator at float32 on the check batch (and the
+        label agreement for classifiers).
+
+    Raises
+    ------
+    ExportError
+        If the estimator, a pipeline step or the backbone cannot be
+        exported; the message names it and says why.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import PretrainedFeatureExtractor, export_onnx, onnx_inputs
+    >>> images = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    >>> extractor = PretrainedFeatureExtractor(image_size=32).fit(images)
+    >>> report = export_onnx(extractor, "extractor.onnx")  # doctest: +SKIP
+    >>> import onnxruntime  # doctest: +SKIP
+    >>> session = onnxruntime.InferenceSession("extractor.onnx")  # doctest: +SKIP
+    >>> session.run(None, {"images": onnx_inputs(images, extractor)})[0].shape  # doctest: +SKIP
+    (4, 1280)
+    """
+    import onnx
+
+    path = Path(path)
+    head, steps = _split(estimator)
+    start = time.perf_counter()
+    module, output = _graph_module(head)
+    size = head.image_size_
+    if not steps:
+        model = _export_torch(module, size, output, opset)
+        if output == "probabilities":
+            model = _add_label(model, np.asarray(head.classes_))
+    else:
+        model = _export_torch(module, size, "features", opset)
+        skl = _convert_steps(steps, head.n_features_out_, opset)
+        model = _join(model, skl, _final_kind(steps[-1][1]))
+    outputs = [o.name for o in model.graph.output]
+    for key, value in _metadata(estimator, head.preprocess_, outputs).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "sktransfer"
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
+    seconds = time.perf_counter() - start
+    data = model.SerializeToString()
+    report = _check(estimator, head, data, X, outputs)
+    _write_atomic(path, data)
+    return ExportReport(path=str(path), outputs=outputs, opset=opset, file_size=len(data),
+                        export_seconds=round(seconds, 3), **report)
+
+
+def _join(features_model, skl_model, kind: str):
+    """The feature graph feeding skl2onnx's graph; outputs renamed to ours."""
+    import onnx
+    from onnx import compose
+
+    # skl2onnx writes the lowest opset its operators need; merge_models wants
+    # one opset per domain (and one IR version): bring it to the torch graph's.
+    opset = {o.domain: o.version for o in features_model.opset_import}[""]
+    skl_opset = {o.domain: o.version for o in skl_model.opset_import}.get("", opset)
+    if skl_opset != opset:
+        skl_model = onnx.version_converter.convert_version(skl_model, opset)
+    skl_model = compose.add_prefix(skl_model, "skl_")
+    ir = min(features_model.ir_version, skl_model.ir_version)
+    features_model.ir_version = skl_model.ir_version = ir
+    opsets = {o.domain: o for o in features_model.opset_import}
+    for o in skl_model.opset_import:
+        if o.domain not in opsets:
+            features_model.opset_import.append(onnx.helper.make_opsetid(o.domain, o.version))
+        elif opsets[o.domain].version != o.version:
+            # e.g. ai.onnx.ml: the higher version runs the older one's operators
+            version = max(o.version, opsets[o.domain].version)
+            opsets[o.domain].version = o.version = version
+    merged = compose.merge_models(features_model, skl_model,
+                                  io_map=[("features", "skl_features")])
+    outs = [o.name for o in merged.graph.output]
+    if kind == "classifier":
+        names = {outs[0]: "label", outs[1]: "probabilities"}
+    elif kind == "regressor":
+        names = {outs[0]: "prediction"}
+    else:
+        names = {outs[0]: "features"}
+    return _rename_outputs(merged, names)
+
+
+def _float32_copy(estimator):
+    """A shallow copy of a fitted estimator that runs with torch at float32."""
+    ref = copy.copy(estimator)
+    ref.precision_ = "float32"
+    ref.engine_ = "torch"
+    return ref
+
+
+def _check_batch(head, X) -> np.ndarray:
+    """Preprocessed check images ``(n, 3, size, size)`` in [0, 1], float32."""
+    pre = Preprocess(**head.preprocess_)
+    if X is None:
+        rng = np.random.default_rng(0)
+        return rng.random((8, 3, pre.size, pre.size), dtype=np.float32)
+    source = check_images(X)
+    parts = [batch.numpy() for _, batch in iter_batches(
+        source, range(len(source)), head.batch_size, pre, head.n_jobs, normalize=False)]
+    return np.concatenate(parts)
+
+
+def _check(estimator, head, data: bytes, X, outputs: list) -> dict:
+    """Run the file in ONNX Runtime and the estimator at float32 on one batch."""
+    import onnxruntime as ort
+
+    batch = _check_batch(head, X)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = dict(zip(outputs, session.run(None, {INPUT: batch})))
+    # The estimator's own path on the same tensors: a stack of images of the
+    # network's size is not resized, only normalised.
+    images = batch.transpose(0, 2, 3, 1)
+    if isinstance(estimator, Pipeline):
+        steps = [(n, s) for n, s in estimator.steps if s not in (None, "passthrough")]
+        pipe = Pipeline([(steps[0][0], _float32_copy(head))] + steps[1:])
+    else:
+        pipe = _float32_copy(head)
+    expected = {}
+    if "probabilities" in got:
+        expected["probabilities"] = pipe.predict_proba(images)
+        expected["label"] = pipe.predict(images)
+    elif "prediction" in got:
+        expected["prediction"] = pipe.predict(images)
+    else:
+        expected["features"] = pipe.transform(images)
+    diffs, agreement = {}, None
+    for name, value in expected.items():
+        if name == "label":
+            agreement = float(np.mean(np.asarray(got[name]).astype(value.dtype) == value))
+            continue
+        value = np.asarray(value, dtype=np.float64)
+        diffs[name] = float(np.max(np.abs(np.asarray(got[name], np.float64).reshape(
+            value.shape) - value)))
+    return {"n_check": len(batch), "max_abs_diff": diffs, "label_agreement": agreement}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

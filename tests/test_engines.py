@@ -1,0 +1,148 @@
+"""engine=: ONNX Runtime runs the frozen part, exported once per settings."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from sktransfer import PretrainedFeatureExtractor, TransferClassifier, _engines
+
+from .conftest import TINY, make_images
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+ORT = dict(TINY, engine="onnxruntime")
+EXACT = dict(TINY, precision="float32")  # torch at float32: what ONNX Runtime computes
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts graph exports; starts from an empty process cache."""
+    monkeypatch.setattr(_engines, "_GRAPHS", {})
+    monkeypatch.setattr(_engines, "_SESSIONS", {})
+    monkeypatch.setattr(_engines, "_COMPILED", {})
+    calls = []
+    export = _engines._export
+
+    def counting(module, size):
+        calls.append(size)
+        return export(module, size)
+
+    monkeypatch.setattr(_engines, "_export", counting)
+    return calls
+
+
+@pytest.mark.parametrize("layer", ["pooled", "stage2"])
+def test_extractor_onnxruntime_equals_torch_float32(images, exports, layer):
+    X, _ = images
+    ort = PretrainedFeatureExtractor(**ORT, layer=layer).fit(X)
+    assert ort.engine_ == "onnxruntime"
+    ref = PretrainedFeatureExtractor(**EXACT, layer=layer).fit(X)
+    np.testing.assert_allclose(ort.transform(X), ref.transform(X), atol=1e-5)
+    assert len(exports) == 1
+
+
+def test_auto_engine_and_layers_inside_a_unit(images, exports):
+    X, _ = images
+    expected = _engines.resolve("auto", device=torch.device("cpu"), owner="test")
+    assert expected in ("onnxruntime", "openvino")  # both installed by the test extra
+    assert PretrainedFeatureExtractor(**dict(TINY, engine="auto")).fit(X).engine_ == expected
+    inner = dict(TINY, layer="blocks.1.0")  # inside the unit blocks.1
+    auto = PretrainedFeatureExtractor(**dict(inner, engine="auto")).fit(X)
+    assert auto.engine_ == "torch"
+    with pytest.raises(ValueError, match="inside a unit.*engine='torch'"):
+        PretrainedFeatureExtractor(**dict(inner, engine="onnxruntime")).fit(X)
+
+
+def test_graph_is_exported_once_per_settings_and_kept_under_memory(images, exports, tmp_path):
+    X, _ = images
+    first = PretrainedFeatureExtractor(**ORT, memory=tmp_path).fit(X)
+    first.transform(X)
+    clone(first).fit(X).transform(X)  # same settings: the process's graph
+    assert len(exports) == 1
+    PretrainedFeatureExtractor(**dict(ORT, image_size=40)).fit(X)  # another size
+    assert len(exports) == 2
+    assert len(list((tmp_path / "sktransfer-onnx").glob("*.onnx"))) == 1
+    _engines._GRAPHS.clear()  # a new process: the graph comes from memory's directory
+    clone(first).fit(X)
+    assert len(exports) == 2
+
+
+def test_session_uses_torchs_thread_budget(images, exports):
+    X, _ = images
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in a Dask worker with one thread
+        PretrainedFeatureExtractor(**ORT).fit(X).transform(X)
+        (key, n), = _engines._SESSIONS
+        assert n == 1
+        assert _engines._SESSIONS[key, n].get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_classifier_frozen_part_in_onnxruntime(images, exports):
+    X, y = images
+    params = dict(max_epochs=2, augment="flips", dropout=0.0)
+    ort = TransferClassifier(**ORT, **params).fit(X, y)
+    assert ort.engine_ == "onnxruntime" and ort.frozen_cached_
+    ref = TransferClassifier(**EXACT, **params).fit(X, y)
+    np.testing.assert_allclose(ort.predict_proba(X), ref.predict_proba(X), atol=1e-4)
+    assert len(exports) == 1  # the frozen part: fit and predict share one graph
+    again = pickle.loads(pickle.dumps(ort))  # no session in the pickle
+    np.testing.assert_allclose(again.predict_proba(X), ort.predict_proba(X), atol=1e-6)
+
+
+def test_grid_search_exports_the_frozen_part_once(exports):
+    X, y = make_images(n=16)
+    search = GridSearchCV(TransferClassifier(**ORT, max_epochs=1),
+                          {"lr": [1e-3, 1e-2]}, cv=2).fit(X, y)
+    assert search.best_estimator_.engine_ == "onnxruntime"
+    assert len(exports) == 1  # 2 candidates x 2 folds + the refit
+
+
+def test_nothing_fixed_to_export_runs_torch(images, exports):
+    X, y = images
+    for stages in ("all", "gradual"):
+        clf = TransferClassifier(**ORT, trainable_stages=stages, max_epochs=1).fit(X, y)
+        assert clf.engine_ == "torch"
+    assert exports == []
+
+
+def test_openvino_engine(images, exports):
+    pytest.importorskip("openvino")
+    X, _ = images
+    ref = PretrainedFeatureExtractor(**EXACT).fit(X).transform(X)
+    f32 = PretrainedFeatureExtractor(**dict(ORT, engine="openvino", precision="float32")).fit(X)
+    assert f32.engine_ == "openvino"
+    np.testing.assert_allclose(f32.transform(X), ref, atol=1e-4)
+    bf16 = PretrainedFeatureExtractor(**dict(ORT, engine="openvino", precision="bfloat16"))
+    got = bf16.fit(X).transform(X)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
+    # bf16: up to the end of the first stage in float32, a graph of its own
+    parts = bf16._frozen_part().parts
+    assert [p for _, _, p in parts] == ["float32", "bfloat16"]
+    assert len(exports) == 3
+    PretrainedFeatureExtractor(**ORT).fit(X)  # ONNX Runtime: float32's whole graph
+    assert len(exports) == 3
+
+
+def test_auto_rule(monkeypatch):
+    from sktransfer import _device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(_engines, "available", lambda engine: True)
+    monkeypatch.setattr(_device, "cpu_has_amx", lambda: True)
+    assert _engines.resolve("auto", device=cpu, owner="x") == "openvino"
+    monkeypatch.setattr(_device, "cpu_has_amx", lambda: False)
+    assert _engines.resolve("auto", device=cpu, owner="x") == "onnxruntime"
+    monkeypatch.setattr(_engines, "available", lambda engine: engine == "torch")
+    assert _engines.resolve("auto", device=cpu, owner="x") == "torch"
+    with pytest.raises(ImportError, match="pip install onnx onnxscript openvino"):
+        _engines.resolve("openvino", device=cpu, owner="x")
+    assert _engines.resolve("auto", device=torch.device("meta"), owner="x") == "torch"
