@@ -91,6 +91,12 @@ def models():
         **{f"default_seed_{k}": (f"TransferClassifier(random_state={k}) with default settings",
                                  lambda k=k: TransferClassifier(random_state=k, verbose=1))
            for k in (1, 2, 3, 4)},
+        # #15: the frozen part from an exported graph (engine="auto": OpenVINO
+        # on a CPU with AMX, else ONNX Runtime). The default rows above ran
+        # before engine= existed, with torch.
+        "engine_auto_seed_0": ("TransferClassifier(random_state=0) with default settings, "
+                               "engine='auto' (#15)",
+                               lambda: TransferClassifier(random_state=0, verbose=1)),
         "before_core_frozen_lr": ("PretrainedFeatureExtractor() + StandardScaler + "
                                   "LogisticRegression, before #12 (224 px)", None),
         "before_core_default": (f"TransferClassifier(random_state=0), {BEFORE_CORE}", None),

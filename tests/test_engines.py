@@ -12,9 +12,6 @@ from sktransfer import PretrainedFeatureExtractor, TransferClassifier, _engines
 
 from .conftest import TINY, make_images
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 ORT = dict(TINY, engine="onnxruntime")
 EXACT = dict(TINY, precision="float32")  # torch at float32: what ONNX Runtime computes
 
@@ -114,7 +111,6 @@ def test_nothing_fixed_to_export_runs_torch(images, exports):
 
 
 def test_openvino_engine(images, exports):
-    pytest.importorskip("openvino")
     X, _ = images
     ref = PretrainedFeatureExtractor(**EXACT).fit(X).transform(X)
     f32 = PretrainedFeatureExtractor(**dict(ORT, engine="openvino", precision="float32")).fit(X)

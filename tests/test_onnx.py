@@ -6,6 +6,8 @@ import sys
 import textwrap
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from PIL import Image
 from sklearn.decomposition import PCA
@@ -25,9 +27,6 @@ from sktransfer import (
 from sktransfer._onnx import _float32_copy
 
 from .conftest import TINY, make_images
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 
 def _session(path):
@@ -92,10 +91,11 @@ def test_classifier_export_labels_tta_softmax(classifier_file, data):
     assert report.label_agreement == 1.0 and report.n_check == len(X)
     session = _session(path)
     Xs = _at_size(X, clf.image_size_)
-    label, proba = session.run(None, {"images": onnx_inputs(Xs, clf)})
     ref = _float32_copy(clf)
-    np.testing.assert_allclose(proba, ref.predict_proba(Xs), atol=1e-5)
-    assert label.tolist() == ref.predict(Xs).tolist()  # the original string labels
+    for n in (1, 7):  # the batch dimension is dynamic
+        label, proba = session.run(None, {"images": onnx_inputs(Xs[:n], clf)})
+        np.testing.assert_allclose(proba, ref.predict_proba(Xs[:n]), atol=1e-5)
+        assert label.tolist() == ref.predict(Xs[:n]).tolist()  # the original string labels
     assert set(label) <= {"crack", "ok"}
 
 
@@ -111,7 +111,6 @@ def test_regressor_export_prediction_in_target_units(tmp_path, data):
 
 
 def test_pipeline_export_joins_skl2onnx_steps(tmp_path, data):
-    pytest.importorskip("skl2onnx")
     X, labels = data
     pipe = make_pipeline(PretrainedFeatureExtractor(**TINY), StandardScaler(), PCA(4),
                          LogisticRegression()).fit(X, labels)
@@ -124,7 +123,6 @@ def test_pipeline_export_joins_skl2onnx_steps(tmp_path, data):
 
 
 def test_unsupported_cases_name_the_step_and_leave_no_file(tmp_path, data):
-    pytest.importorskip("skl2onnx")
     X, labels = data
     with pytest.raises(NotFittedError):
         export_onnx(PretrainedFeatureExtractor(**TINY), tmp_path / "a.onnx")
@@ -153,7 +151,8 @@ def test_onnx_inputs_match_the_estimators_preprocessing(data):
     got = onnx_inputs(list(X), ext)
     assert got.dtype == np.float32 and got.shape == (len(X), 3, 32, 32)
     assert got.min() >= 0 and got.max() <= 1
-    assert np.abs(got - torch_batch.numpy()).max() < 0.02
+    # the same antialiased bicubic kernel, PIL in float mode: far within 1/255
+    assert np.abs(got - torch_batch.numpy()).max() < 1e-5
     gray16 = (X[0, ..., 0].astype(np.uint16) * 257)
     np.testing.assert_allclose(onnx_inputs([gray16], ext)[0],
                                onnx_inputs([X[0, ..., 0]], ext)[0], atol=1e-6)
