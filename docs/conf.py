@@ -47,6 +47,9 @@ sphinx_gallery_conf = {
     "examples_dirs": "examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
+    # the class pages' "minigallery" lists the examples that use the class
+    "backreferences_dir": "gen_modules/backreferences",
+    "doc_module": ("sktransfer",),
     "download_all_examples": False,
     "remove_config_comments": True,
     "abort_on_example_error": True,
