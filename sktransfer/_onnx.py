@@ -130,15 +130,13 @@ def _graph_module(estimator) -> tuple[_Graph, str]:
     network = network.to(memory_format=torch.contiguous_format)
     pre = estimator.preprocess_
     if isinstance(estimator, PretrainedFeatureExtractor):
-        stop = None
-        if estimator.layer_module_ is not None:
-            if estimator.layer_module_ not in network.unit_names:
-                raise ExportError(
-                    f"layer={estimator.layer!r} ({estimator.layer_module_}) is inside a unit "
-                    f"of {estimator.backbone}, which the exporter cannot cut; export "
-                    f"layer='pooled' or a stage that ends a unit: "
-                    f"{[s for s in estimator.stages_ if s in network.unit_names]}.")
-            stop = network.unit_names.index(estimator.layer_module_) + 1
+        stop = estimator._stop  # the units the features need, as the engines cut them
+        if stop is False:
+            raise ExportError(
+                f"layer={estimator.layer!r} ({estimator.layer_module_}) is inside a unit "
+                f"of {estimator.backbone}, which the exporter cannot cut; export "
+                f"layer='pooled' or a stage that ends a unit: "
+                f"{[s for s in estimator.stages_ if s in network.unit_names]}.")
         return _Graph(network, pre, "features", stop=stop), "features"
     views = FLIPS if estimator._use_tta() else ("identity",)
     if is_classifier(estimator):
