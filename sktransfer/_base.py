@@ -14,7 +14,7 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _device, _engines, _inference
 from ._backbones import load_backbone
@@ -42,6 +42,7 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         "precision": [StrOptions(set(_device.PRECISION_OPTIONS))],
         "engine": [StrOptions(set(_engines.ENGINES))],
         "n_jobs": [Integral, None],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
     }
@@ -98,7 +99,7 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
                                         owner=type(self).__name__)
 
     def _onnx_part(self, network: BackboneNetwork, stop: int | None = None,
-                   pool: bool = False, memory=None):
+                   pool: bool = False, memory=None, weights_id: str | None = None):
         """The frozen part of ``network`` as ONNX Runtime runs it, or ``None``
         where torch runs it.
 
@@ -113,7 +114,8 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
             return None
 
         def key_of(start, end, end_pool):
-            return _engines.graph_key(backbone=self.backbone, weights_id=self.weights_id_,
+            return _engines.graph_key(backbone=self.backbone,
+                                      weights_id=weights_id or self.weights_id_,
                                       start=start, stop=end, pool=end_pool,
                                       size=self.image_size_, n_units=network.n_units)
 

@@ -1,16 +1,20 @@
-"""Embedding cache: each image is embedded once per set of settings.
+"""Per-image arrays on disk: each image goes through a network once per set of settings.
 
-Layout under the cache location::
+Two kinds share the layout and the rules: the extractor's embeddings
+(``sktransfer-embeddings``) and the fine-tuned estimators' frozen-part
+outputs (``sktransfer-frozen``, one entry per image and view). Layout under
+the cache location::
 
-    sktransfer-embeddings/<settings-hash>/settings.json
-    sktransfer-embeddings/<settings-hash>/<ab>/<content-sha256>.npy
+    sktransfer-<kind>/<settings-hash>/settings.json
+    sktransfer-<kind>/<settings-hash>/<ab>/<key>.npy
 
-The settings hash covers everything that changes the features (backbone,
-weights identity, layer, pooling, image size, normalisation, precision,
-device type), so an entry made with other settings is never returned. The
-content hash is of the image bytes, not its name. Entries are written to a
-temporary file and renamed into place, so a killed process never leaves a
-corrupt entry behind.
+The settings hash covers everything that changes the arrays (backbone,
+weights identity, layer or cut point, pooling, image size, normalisation,
+precision, engine, device type), so an entry made with other settings is
+never returned. The key starts with the hash of the image bytes, not its
+name. Entries are written to a temporary file and renamed into place, so a
+killed process never leaves a corrupt entry behind, and processes sharing
+the directory (a grid search's workers, a cluster's) can write concurrently.
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import hashlib
 import json
 import os
 import tempfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 FORMAT_VERSION = 2  # 2: stage features pooled in float32
+
+#: Entries read from and written to disk caches by this process, by kind:
+#: ``STATS["frozen", "read"]`` counts frozen-part outputs a fit or a
+#: prediction took from ``memory`` instead of computing them.
+STATS: Counter = Counter()
 
 # Recently read or written embeddings, shared by every estimator of this
 # process: a grid search clones the extractor for each candidate, and each
@@ -52,23 +61,32 @@ def settings_hash(settings: dict) -> str:
 
 
 class EmbeddingCache:
-    """Per-image feature vectors stored on disk under ``location``.
+    """Per-image arrays stored on disk under ``location``.
 
     Parameters
     ----------
     location : str or path-like
         Cache directory (created on first write).
     settings : dict
-        JSON-serialisable description of everything that changes the
-        features.
-    n_features : int
-        Length of each vector; an entry of another length is ignored.
+        JSON-serialisable description of everything that changes the arrays.
+    shape : int, tuple of int or None
+        Shape of each array (an int: vectors of that length); an entry of
+        another shape is ignored. ``None``: any shape.
+    dtype : numpy dtype or None, default=float32
+        Of each array; an entry of another dtype is ignored. ``None``: any
+        dtype.
+    kind : str, default="embeddings"
+        The cache's directory is ``sktransfer-<kind>``; reads and writes are
+        counted in ``STATS[kind, "read"]`` and ``STATS[kind, "written"]``.
     """
 
-    def __init__(self, location, settings: dict, n_features: int):
+    def __init__(self, location, settings: dict, shape, dtype=np.float32,
+                 kind: str = "embeddings"):
         self.settings = settings
-        self.n_features = int(n_features)
-        self.root = Path(location) / "sktransfer-embeddings" / settings_hash(settings)
+        self.shape = (int(shape),) if isinstance(shape, (int, np.integer)) else shape
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.kind = kind
+        self.root = Path(location) / f"sktransfer-{kind}" / settings_hash(settings)
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
@@ -78,18 +96,21 @@ class EmbeddingCache:
         vec = _MEMO.get(memo_key)
         if vec is not None:
             _MEMO.move_to_end(memo_key)
+            STATS[self.kind, "read"] += 1
             return vec
         try:
             vec = np.load(self._path(key), allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
-        if vec.dtype != np.float32 or vec.shape != (self.n_features,):
+        if ((self.dtype is not None and vec.dtype != self.dtype)
+                or (self.shape is not None and vec.shape != self.shape)):
             return None
         self._remember(memo_key, vec)
+        STATS[self.kind, "read"] += 1
         return vec
 
     def put(self, key: str, vec: np.ndarray) -> None:
-        vec = np.ascontiguousarray(vec, dtype=np.float32)
+        vec = np.ascontiguousarray(vec, dtype=self.dtype)
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         settings_file = self.root / "settings.json"
@@ -104,6 +125,7 @@ class EmbeddingCache:
             _unlink(tmp)
             raise
         self._remember((str(self.root), key), vec)
+        STATS[self.kind, "written"] += 1
 
     @staticmethod
     def _remember(memo_key, vec):

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import difflib
-import os
 import threading
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._base import BackboneEstimator
 from ._cache import EmbeddingCache, memory_location
+from ._device import worker_threads
 from ._images import ImageError, ImageInput, ImageWarning, check_images
 from ._inference import forward
 from ._inputs import Preprocess, iter_batches
@@ -175,7 +175,6 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     _parameter_constraints = {
         **BackboneEstimator._parameter_constraints,
         "layer": [str],
-        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "on_error": [StrOptions({"raise", "nan"})],
     }
 
@@ -210,6 +209,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.verbose = verbose
         self.random_state = random_state
 
+    @worker_threads()
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ImageInput, y: None = None) -> PretrainedFeatureExtractor:
         """Load the backbone and check ``X``.
@@ -267,6 +267,10 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return self._onnx_part(self.model_, self._stop, pool=self._stop is not None,
                                memory=memory_location(self.memory))
 
+    def _engine_part(self):
+        """The fitted network as its engine runs it (``None``: torch)."""
+        return self._frozen_part()
+
     def _resolve_layer(self, model: torch.nn.Module) -> str | None:
         if self.layer == "pooled":
             return None
@@ -299,6 +303,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             return self.model_(x)
         return _pool(_run_until(self.model_.backbone, self.layer_module_, x))
 
+    @worker_threads()
     def transform(self, X: ImageInput) -> np.ndarray:
         """Embed each image of ``X``.
 

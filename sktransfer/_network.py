@@ -19,6 +19,8 @@ skorch's training loop does with ``train()``.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -151,6 +153,20 @@ class BackboneNetwork(nn.Module):
                 f"trainable_stages={trainable_stages}: {name} has {n} stages; use an int "
                 f"in 0..{n}, 'all' or 'gradual'.")
         return ends[n - trainable_stages - 1], []
+
+    def units_digest(self, stop: int) -> str:
+        """SHA-256 of the weights and buffers of the first ``stop`` units.
+
+        The identity of a frozen part as it is now: after a fit trained a
+        unit, the pretrained weights' identity no longer describes it.
+        """
+        h = hashlib.sha256()
+        for i in range(stop):
+            for name, t in self.unit(i).state_dict().items():
+                t = t.detach().cpu().contiguous().reshape(-1)
+                h.update(f"{i}:{name}:{t.dtype}:{t.numel()}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     # -- freezing -------------------------------------------------------------
 

@@ -88,7 +88,7 @@ def random_augmenter(augment, size: int):
 def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid_idx,
             targets: np.ndarray, weights: np.ndarray, *, schedule, criterion, classifier: bool,
             seed: int, checkpoint: CheckpointDir | None = None,
-            resume: bool = False, trunk=None) -> TrainingRun:
+            resume: bool = False, trunk=None, memory=None) -> TrainingRun:
     """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
 
     Must run inside :func:`sktransfer._random.torch_rng`: each epoch reseeds
@@ -98,6 +98,8 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     ``valid_idx`` select the two parts. ``schedule``: gradual unfreezing
     (empty for a fixed frozen part). ``trunk``: what runs the frozen part
     (ONNX Runtime's graph of it; ``None``: the network's own units, in torch).
+    ``memory``: an :class:`~sktransfer._cache.EmbeddingCache` keeping the
+    frozen part's outputs across fits (used when they are cached).
     A NaN loss or an interruption ends
     the run early; :meth:`TrainingRun.raise_if_stopped` reports it.
     """
@@ -111,7 +113,8 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
               and augment is None)
     common = dict(network=network, preprocess=preprocess, device=est.device_,
                   dtype=getattr(torch, est.precision_), batch_size=est.batch_size,
-                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk)
+                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk,
+                  memory=memory if cached else None)
     train_data = TrainingData(source, train_idx, targets[train_idx], weights[train_idx],
                               views=views, augment=augment, **common)
     valid_data = (TrainingData(source, valid_idx, targets[valid_idx], weights[valid_idx],

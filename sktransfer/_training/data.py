@@ -7,7 +7,8 @@ trained top of the network receives the frozen units' output for that view.
 
 When the views are a fixed set (flips, or none) and the frozen units do not
 change during the fit, their outputs are computed once per image and view
-before training, and each epoch draws from them; otherwise they are computed
+before training (or read from ``memory``, :mod:`sktransfer._frozen`), and
+each epoch draws from them; otherwise they are computed
 batch by batch. Both give the same training — the same draws, the same
 numerics — at a different cost: ``max_epochs`` means the same in both.
 Decoding runs in ``n_jobs`` threads, one batch ahead (the inference path's
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import _inference
+from .._frozen import as_top_input, frozen_outputs
 from .._images import ImageSource
 from .._inputs import Preprocess, iter_batches
 
@@ -57,13 +59,16 @@ class TrainingData(torch.utils.data.Dataset):
     trunk : callable or None
         Runs the frozen part on a normalised batch (ONNX Runtime's graph of
         it); ``None``: the network's first ``n_frozen`` units, in torch.
+    memory : EmbeddingCache or None
+        Where the cached outputs are also kept on disk, per image and view
+        (see :mod:`sktransfer._frozen`).
     """
 
     def __init__(self, source: ImageSource, indices, targets, weights, *, network,
                  preprocess: Preprocess, device: torch.device, dtype: torch.dtype,
                  views=("identity",), augment: Callable | None = None, cache: bool = False,
                  batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0,
-                 trunk: Callable | None = None):
+                 trunk: Callable | None = None, memory=None):
         self.source = source
         self.indices = np.asarray(indices)
         self.targets = torch.as_tensor(np.asarray(targets))
@@ -78,6 +83,7 @@ class TrainingData(torch.utils.data.Dataset):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.trunk = trunk
+        self.memory = memory
         self.cached = None
         if cache:
             if augment is not None:
@@ -103,20 +109,14 @@ class TrainingData(torch.utils.data.Dataset):
 
     def _frozen_outputs(self, verbose: int) -> torch.Tensor:
         """``(n_views, n, ...)``: the frozen part's output of every image and view."""
-        chunks = [[] for _ in self.views]
         bar = tqdm(total=len(self.indices), unit="img", disable=not verbose,
                    desc="frozen part, once", file=sys.stderr)
         with bar:
-            for _, outputs in _inference.run(
-                    self.source, self.indices, preprocess=self.preprocess,
-                    batch_size=self.batch_size, n_jobs=self.n_jobs, network=self.network,
-                    device=self.device, dtype=self.dtype, fn=lambda x, _: self._trunk(x),
-                    views=self.views, mode="no_grad", progress=bar):
-                for v, out in enumerate(outputs):
-                    # Kept in the dtype the frozen part produced (bf16 after
-                    # the precision policy's switch: half the memory).
-                    chunks[v].append(out.to("cpu"))
-        return torch.stack([torch.cat(c) for c in chunks])
+            return frozen_outputs(
+                self.source, self.indices, self.views, fn=self._trunk, network=self.network,
+                preprocess=self.preprocess, device=self.device, dtype=self.dtype,
+                batch_size=self.batch_size, n_jobs=self.n_jobs, cache=self.memory,
+                progress=bar)
 
     def batches(self, order: np.ndarray, views: np.ndarray, batch_size: int | None = None):
         """Yield ``(x, (targets, weights))`` for positions ``order`` of this part,
@@ -126,7 +126,7 @@ class TrainingData(torch.utils.data.Dataset):
             for s in range(0, len(order), batch_size):
                 pos = torch.as_tensor(order[s:s + batch_size])
                 x = self.cached[torch.as_tensor(views[s:s + batch_size]), pos]
-                yield self._as_input(x), (self.targets[pos], self.weights[pos])
+                yield as_top_input(x), (self.targets[pos], self.weights[pos])
             return
         # Decoded in this order, one batch ahead, in n_jobs threads.
         for pos, batch in iter_batches(self.source, self.indices[order], batch_size,
@@ -137,7 +137,7 @@ class TrainingData(torch.utils.data.Dataset):
             x = _inference.forward(self.network, x, device=self.device, dtype=self.dtype,
                                    fn=self._trunk, mode="no_grad")
             chunk = torch.as_tensor(chunk)
-            yield self._as_input(x), (self.targets[chunk], self.weights[chunk])
+            yield as_top_input(x), (self.targets[chunk], self.weights[chunk])
 
     def _view(self, batch: torch.Tensor, views: np.ndarray) -> torch.Tensor:
         """Each image of a batch in [0, 1] as its drawn view."""
@@ -148,10 +148,6 @@ class TrainingData(torch.utils.data.Dataset):
             batch[mask] = _inference.apply_view(batch[mask], self.views[v])
         return batch
 
-    @staticmethod
-    def _as_input(x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 class EpochBatches:

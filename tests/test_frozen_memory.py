@@ -1,0 +1,111 @@
+"""``memory=`` on the fine-tuned estimators: the frozen part's outputs kept
+per image and view, so a search computes each image's frozen part once."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+from sktransfer import TransferClassifier, TransferRegressor
+from sktransfer._cache import STATS, clear_memo
+
+from .conftest import TINY, make_images
+
+FAST = dict(TINY, max_epochs=2, batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def fresh_counts():
+    clear_memo()  # a new process: entries come from disk, and are counted
+    STATS.clear()
+    yield
+
+
+def _counts():
+    return STATS["frozen", "written"], STATS["frozen", "read"]
+
+
+def test_memory_gives_the_model_and_predictions_of_a_fit_without_it(images, tmp_path):
+    X, y = images
+    plain = TransferClassifier(**FAST).fit(X, y)
+    stored = TransferClassifier(**FAST, memory=tmp_path).fit(X, y)
+    assert _counts() == (len(X) * 4, 0)  # each image as each of its four flips
+    np.testing.assert_allclose(stored.predict_proba(X), plain.predict_proba(X), atol=1e-3)
+    assert _counts() == (len(X) * 4, len(X))  # prediction: the identity view, read
+
+    clear_memo()
+    STATS.clear()
+    again = TransferClassifier(**FAST, memory=tmp_path).fit(X, y)
+    assert _counts() == (0, len(X) * 4)
+    np.testing.assert_array_equal(again.predict_proba(X), stored.predict_proba(X))
+    assert (tmp_path / "sktransfer-frozen").is_dir()
+
+
+def test_grid_search_runs_each_images_frozen_part_once(tmp_path):
+    X, y = make_images(16)
+    search = GridSearchCV(TransferClassifier(**FAST, memory=tmp_path),
+                          {"lr": [1e-3, 3e-3], "dropout": [0.0, 0.5]},
+                          cv=StratifiedKFold(2, shuffle=True, random_state=0))
+    search.fit(X, y)
+    written, read = _counts()
+    # 4 candidates x 2 folds + the refit: every image's four views computed once.
+    assert written == len(X) * 4
+    # The first candidate's second fold trains on the images whose identity
+    # view its first fold predicted; the three others and the refit read all.
+    half = len(X) // 2
+    assert read == half + half + 3 * 2 * (half * 4 + half) + len(X) * 4
+
+    plain = GridSearchCV(TransferClassifier(**FAST), {"lr": [1e-3, 3e-3], "dropout": [0.0, 0.5]},
+                         cv=StratifiedKFold(2, shuffle=True, random_state=0)).fit(X, y)
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"],
+                               plain.cv_results_["mean_test_score"], atol=1 / len(X) + 1e-9)
+
+
+@pytest.mark.parametrize("params", [{"augment": True}, {"trainable_stages": "gradual"},
+                                    {"trainable_stages": "all"}])
+def test_fits_that_cannot_reuse_frozen_outputs_bypass_memory(images, tmp_path, params):
+    X, y = images
+    est = TransferClassifier(**FAST, **params, memory=tmp_path).fit(X, y)
+    assert not est.frozen_cached_
+    assert STATS["frozen", "written"] == 0
+
+
+def test_another_cut_point_or_size_is_another_entry(images, tmp_path):
+    X, y = images
+    TransferClassifier(**FAST, memory=tmp_path).fit(X, y)
+    first = STATS["frozen", "written"]
+    TransferClassifier(**FAST, trainable_stages=0, memory=tmp_path).fit(X, y)
+    TransferClassifier(**{**FAST, "image_size": 40}, memory=tmp_path).fit(X, y)
+    assert STATS["frozen", "written"] == 3 * first
+    assert len(list((tmp_path / "sktransfer-frozen").iterdir())) == 3
+
+
+def test_units_trained_by_an_earlier_fit_are_not_taken_for_pretrained(images, tmp_path):
+    X, y = images
+    # The first fit trains every unit; the warm start then freezes all but
+    # the head: its frozen part is the trained units, not the initial ones.
+    est = TransferClassifier(**FAST, trainable_stages="all", warm_start=True, memory=tmp_path)
+    est.fit(X, y)
+    TransferClassifier(**FAST, trainable_stages=0, memory=tmp_path).fit(X, y)  # pretrained
+    est.set_params(trainable_stages=0).fit(X, y)
+    plain = clone(est).set_params(memory=None)
+    plain.__dict__.update({k: v for k, v in est.__dict__.items() if k.endswith("_")})
+    np.testing.assert_allclose(est.predict_proba(X), plain.predict_proba(X), atol=1e-3)
+    assert len(list((tmp_path / "sktransfer-frozen").iterdir())) == 2
+
+
+def test_regressor_and_tta_read_the_stored_views(images, tmp_path):
+    X, _ = images
+    y = X.mean(axis=(1, 2, 3)) / 255
+    reg = TransferRegressor(**FAST, memory=tmp_path, tta=True).fit(X, y)
+    written = STATS["frozen", "written"]
+    assert written == len(X) * 4
+    plain = TransferRegressor(**FAST, tta=True).fit(X, y)
+    np.testing.assert_allclose(reg.predict(X), plain.predict(X), rtol=1e-3, atol=1e-3)
+    assert STATS["frozen", "written"] == written  # TTA's four flips were all stored
+
+
+def test_engine_graph_of_the_frozen_part_is_kept_under_memory(images, tmp_path):
+    X, y = images
+    TransferClassifier(**{**FAST, "engine": "onnxruntime"}, memory=tmp_path).fit(X, y)
+    assert list((tmp_path / "sktransfer-onnx").glob("*.onnx"))
