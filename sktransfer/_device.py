@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import threading
 
 import torch
@@ -146,3 +147,42 @@ def precision_policy(network, device: torch.device, dtype: torch.dtype):
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.bfloat16`` -> ``"bfloat16"``."""
     return str(dtype).removeprefix("torch.")
+
+
+# One sktransfer computation at a time per Dask worker process, each with
+# all the worker's threads (re-entrant: fit calls predict-like passes).
+_WORKER_LOCK = threading.RLock()
+
+
+def _dask_worker():
+    if "distributed" not in sys.modules:  # never imports dask itself
+        return None
+    from distributed import get_worker
+
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def worker_threads():
+    """Inside a Dask worker: torch gets the worker's threads for the duration.
+
+    Dask workers start torch with one thread (``OMP_NUM_THREADS=1``); a
+    network pass is faster with all the worker's threads than several passes
+    side by side with one each, so sktransfer's tasks on a worker take turns,
+    each with ``nthreads`` threads. Elsewhere this does nothing. Usable as a
+    decorator.
+    """
+    worker = _dask_worker()
+    if worker is None:
+        yield
+        return
+    with _WORKER_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)

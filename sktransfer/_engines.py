@@ -143,6 +143,11 @@ class OnnxRuntimePart:
         self.key = key
         self.data = data
 
+    @property
+    def graphs(self) -> dict:
+        """``{key: serialised graph}``: what another process needs to run it."""
+        return {self.key: self.data}
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         sess = session(self.key, self.data)
         (out,) = sess.run(None, {"x": np.ascontiguousarray(x.detach().float().cpu().numpy())})
@@ -179,6 +184,11 @@ class OpenVinoPart:
     def __init__(self, parts: list, precision: str):
         self.parts = parts  # [(key, data, precision)], run in order
         self.precision = precision
+
+    @property
+    def graphs(self) -> dict:
+        """``{key: serialised graph}``: what another process needs to run it."""
+        return {key: data for key, data, _ in self.parts}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = np.ascontiguousarray(x.detach().float().cpu().numpy())

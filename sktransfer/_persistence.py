@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import Counter
 
 import torch
 from sklearn.utils.validation import _check_feature_names
@@ -32,6 +33,11 @@ def check_input_columns(estimator, X, *, reset: bool) -> None:
             f"X has {n} features, but {type(estimator).__name__} is expecting "
             f"{expected} features as input."
         )
+
+
+#: Estimators this process unpickled, by class name: a Dask worker's count
+#: shows how often a model reached it (``sktransfer.dask`` ships it once).
+UNPICKLED: Counter = Counter()
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -97,6 +103,7 @@ class TorchModelPickleMixin:
                                            original_version=saved),
                 stacklevel=2)
         super().__setstate__(state)
+        UNPICKLED[type(self).__name__] += 1
         device = getattr(self, "device_", None)
         if device is None or not hasattr(self, "model_"):
             return

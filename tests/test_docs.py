@@ -7,7 +7,8 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 GUIDES = [README, README.parent / "docs" / "getting_started.md",
-          README.parent / "docs" / "user_guide.md", README.parent / "docs" / "deploying.md"]
+          README.parent / "docs" / "user_guide.md", README.parent / "docs" / "deploying.md",
+          README.parent / "docs" / "scaling.md"]
 # The blocks of one page run in order, in one namespace, as a reader would.
 PAGES = {path.name: re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
          for path in GUIDES}

@@ -1,0 +1,217 @@
+"""sktransfer.dask and our estimators on a Dask LocalCluster (2 workers x 1 thread)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from sktransfer import ImageError, PretrainedFeatureExtractor, TransferClassifier, _device
+
+from .conftest import TINY, make_images
+
+dd = pytest.importorskip("dask.dataframe")  # the dask extra: installed in CI
+dask = pytest.importorskip("dask")
+db = pytest.importorskip("dask.bag")
+distributed = pytest.importorskip("distributed")
+skd = pytest.importorskip("sktransfer.dask")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    X, y = make_images(30)
+    folder = tmp_path_factory.mktemp("png")
+    paths = []
+    for i, arr in enumerate(X):
+        Image.fromarray(arr).save(folder / f"img{i:02d}.png")
+        paths.append(str(folder / f"img{i:02d}.png"))
+    return paths, y
+
+
+@pytest.fixture(scope="module")
+def extractor(files):
+    return PretrainedFeatureExtractor(**TINY).fit(files[0])
+
+
+def _unpickled(client):
+    def count():
+        from sktransfer._persistence import UNPICKLED
+
+        return sum(UNPICKLED.values())
+
+    return client.run(count)
+
+
+def test_distributed_transform_equals_in_process(client, files, extractor):
+    paths, _ = files
+    expected = extractor.transform(paths)
+    array = skd.transform(extractor, paths, partition_size=7)
+    assert array.chunks[0] == (7, 7, 7, 7, 2)
+    np.testing.assert_array_equal(array.compute(), expected)
+
+    # a dask Series with its own index: the output keeps it, row for row
+    index = pd.Index([f"cell-{i}" for i in range(len(paths))][::-1], name="id")
+    series = dd.from_pandas(pd.Series(paths, index=index, name="path"), npartitions=3)
+    frame = skd.transform(extractor, series).compute()
+    assert list(frame.columns) == list(extractor.get_feature_names_out())
+    assert frame.index.tolist() == series.index.compute().tolist()
+    np.testing.assert_array_equal(frame.loc[index].to_numpy(), expected)
+
+    bag = db.from_sequence(paths, npartitions=4)
+    np.testing.assert_array_equal(skd.transform(extractor, bag).compute(), expected)
+
+
+def test_model_reaches_each_worker_once(client, files, extractor):
+    before = _unpickled(client)
+    skd.transform(extractor, files[0], partition_size=3).compute()  # 10 tasks
+    after = _unpickled(client)
+    assert {w: after[w] - before[w] for w in after} == dict.fromkeys(after, 1)
+
+
+def test_classifier_predictions_and_probabilities(client, files):
+    paths, y = files
+    clf = TransferClassifier(**TINY, max_epochs=1).fit(paths, np.where(y, "crack", "ok"))
+    series = dd.from_pandas(pd.Series(paths, name="path"), npartitions=2)
+    labels = skd.transform(clf, series, method="predict").compute()
+    assert labels.name == "prediction"
+    np.testing.assert_array_equal(labels.to_numpy(), clf.predict(paths))
+    proba = skd.transform(clf, paths, method="predict_proba", partition_size=8).compute()
+    np.testing.assert_allclose(proba, clf.predict_proba(paths), atol=1e-6)
+
+
+def test_unreadable_images_keep_rows_aligned(client, files, tmp_path):
+    paths, _ = files
+    est = PretrainedFeatureExtractor(**TINY, on_error="nan").fit(paths)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    mixed = paths[:5] + [str(broken)] + paths[5:10] + [str(tmp_path / "missing.png")]
+    out = skd.transform(est, mixed, partition_size=4).compute()
+    assert np.isnan(out[[5, 11]]).all()
+    np.testing.assert_array_equal(out[:5], est.transform(paths[:5]))
+    np.testing.assert_array_equal(out[6:11], est.transform(paths[5:10]))
+
+
+def test_killed_worker_loses_no_rows(client, files, extractor):
+    paths = files[0] * 8  # 240 rows, 60 tasks
+    expected = extractor.transform(files[0])
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    future = client.compute(skd.transform(extractor, paths, partition_size=4))
+    deadline = time.monotonic() + 60
+    while not client.processing().get(victim) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)  # mid-job; its nanny starts a new worker
+    out = future.result(timeout=240)
+    assert out.shape == (240, expected.shape[1])
+    np.testing.assert_array_equal(out, np.tile(expected, (8, 1)))
+    client.wait_for_workers(2, timeout=120)
+
+
+def test_to_parquet_writes_paths_and_features_atomically(client, files, extractor, tmp_path):
+    paths, _ = files
+    target = skd.to_parquet(extractor, paths, tmp_path / "features", partition_size=9)
+    table = pd.read_parquet(target)
+    assert table["path"].tolist() == paths
+    np.testing.assert_array_equal(table.drop(columns="path").to_numpy(),
+                                  extractor.transform(paths))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        skd.to_parquet(extractor, paths, target)
+
+    # A failing partition: the worker's exception, and nothing written.
+    strict = PretrainedFeatureExtractor(**TINY).fit(paths)
+    with pytest.raises(ImageError, match="missing.png"):
+        skd.to_parquet(strict, paths + [str(tmp_path / "missing.png")], tmp_path / "failed",
+                       partition_size=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
+
+
+def test_items_that_are_not_paths_are_listed_in_one_error(client, files, extractor):
+    paths, _ = files
+    values = pd.Series(paths[:6] + [3, None] + paths[6:9] + [b"x"])
+    with dask.config.set({"dataframe.convert-string": False}):  # keep the objects as they are
+        series = dd.from_pandas(values, npartitions=3)
+    with pytest.raises(TypeError, match=r"3 item\(s\).*6: 3, 7: None, 11: b'x'"):
+        skd.transform(extractor, series)
+    # dask's default string dtype turns the numbers into text: the missing one remains
+    with pytest.raises(TypeError, match=r"1 item\(s\).*7: <NA>"):
+        skd.transform(extractor, dd.from_pandas(values, npartitions=3))
+    with pytest.raises(ValueError, match=r"columns \['a', 'b'\]"):
+        skd.transform(extractor, dd.from_pandas(pd.DataFrame({"a": paths, "b": paths}), 2))
+
+
+def test_shared_memory_rerun_embeds_only_what_is_missing(client, files, tmp_path):
+    paths, _ = files
+    est = PretrainedFeatureExtractor(**TINY, memory=tmp_path / "cache").fit(paths)
+
+    def written():
+        from sktransfer._cache import STATS
+
+        return STATS["embeddings", "written"]
+
+    base = sum(client.run(written).values())
+    skd.transform(est, paths[:12], partition_size=6).compute()  # "the job that failed"
+    skd.transform(est, paths, partition_size=6).compute()
+    assert sum(client.run(written).values()) - base == len(paths)
+
+
+def test_grid_search_on_the_cluster_equals_one_process(client, files):
+    import joblib
+
+    paths, y = files
+    search = GridSearchCV(TransferClassifier(**TINY, max_epochs=1), {"lr": [1e-3, 1e-2]},
+                          cv=2)
+    local = search.fit(paths, y).cv_results_
+    with joblib.parallel_backend("dask"):
+        remote = GridSearchCV(TransferClassifier(**TINY, max_epochs=1), {"lr": [1e-3, 1e-2]},
+                              cv=2, n_jobs=-1).fit(paths, y).cv_results_
+    for key in ("params", "split0_test_score", "split1_test_score", "rank_test_score"):
+        assert list(remote[key]) == list(local[key]), key
+
+
+def test_dask_ml_parallel_post_fit(client, files):
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    paths, y = files
+    frame = pd.DataFrame({"path": paths})
+    pipe = make_pipeline(PretrainedFeatureExtractor(**TINY), LogisticRegression()).fit(frame, y)
+    ddf = dd.from_pandas(frame, npartitions=3)
+    wrapped = wrappers.ParallelPostFit(
+        pipe, predict_proba_meta=np.empty((0, 2), dtype=np.float64))
+    np.testing.assert_allclose(wrapped.predict_proba(ddf).compute(),
+                               pipe.predict_proba(frame), atol=1e-6)
+
+
+def test_worker_threads_gives_torch_the_workers_threads(monkeypatch):
+    class Worker:
+        class state:
+            nthreads = 3
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(_device, "_dask_worker", lambda: Worker)
+    with _device.worker_threads():
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+
+
+def test_no_client_says_how_to_start_one(tmp_path):
+    code = ("import sktransfer.dask as d\n"
+            "try:\n    d._client(None)\nexcept ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "Client(LocalCluster(" in out
