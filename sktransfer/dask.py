@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -334,6 +335,8 @@ def to_parquet(estimator, X, path, *, client=None, method: str = "transform",
     -------
     path : str
     """
+    import pandas as pd
+
     path = os.fspath(path)
     if "://" in path:
         raise ValueError(
@@ -346,7 +349,12 @@ def to_parquet(estimator, X, path, *, client=None, method: str = "transform",
                                 partition_size=partition_size, keep_paths=True, frame=True)
     tmp = f"{target}.sktransfer-tmp-{uuid.uuid4().hex[:8]}"
     try:
-        client.compute(frame.to_parquet(tmp, compute=False, **kwargs)).result()
+        with warnings.catch_warnings():
+            # dask builds a sample of the output column by column to plan
+            # the write; pandas then warns about a fragmented frame.
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            job = frame.to_parquet(tmp, compute=False, **kwargs)
+        client.compute(job).result()
         if os.path.exists(target):
             old = f"{target}.sktransfer-old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
