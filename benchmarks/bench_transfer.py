@@ -128,12 +128,13 @@ def paper_split():
 def default_seed_results(prefix="default"):
     """Results of the default settings: random_state 0, then the other seeds.
 
-    ``prefix="before_core"``: the same from before issue #12.
+    ``prefix="before_core"``: the same from before issue #12;
+    ``prefix="engine_auto"``: the rows ``engine_auto_seed_0`` .. ``_4``.
     """
-    first = "default" if prefix == "default" else f"{prefix}_default"
-    return [json.loads(p.read_text()) for p in
-            [RESULTS / "transfer" / f"{first}.json",
-             *sorted((RESULTS / "transfer").glob(f"{prefix}_seed_*.json"))] if p.exists()]
+    first = RESULTS / "transfer" / ("default.json" if prefix == "default"
+                                    else f"{prefix}_default.json")
+    seeds = sorted((RESULTS / "transfer").glob(f"{prefix}_seed_*.json"))
+    return [json.loads(p.read_text()) for p in [first, *seeds] if p.exists()]
 
 
 def five_seed_bar_met(seeds):
