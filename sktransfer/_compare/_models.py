@@ -100,7 +100,8 @@ def _fine_tuned(y, seed, s):
 # own image_size. 6 epochs at ELPV's own 300 px cost about what 12 epochs
 # at 224 px did (1.8x the pixels), the setting compare had before its
 # image_size became "auto".
-FINE_TUNE_PARAMS = {"augment": False, "validation_fraction": None, "max_epochs": 6}
+FINE_TUNE_PARAMS = {"augment": False, "validation_fraction": None, "max_epochs": 6,
+                    "dropout": 0.2}
 
 MODELS = {
     "logistic_regression": ModelSpec("LogisticRegression, 64x64 pixels", "pixels", _logreg),
