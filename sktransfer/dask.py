@@ -107,6 +107,15 @@ def _output_spec(estimator, method: str):
     if method == "transform":
         return [str(c) for c in estimator.get_feature_names_out()], np.dtype(np.float32)
     classes = getattr(estimator, "classes_", None)
+    if isinstance(classes, list):  # several targets (a 2-D y)
+        if method == "predict_proba":
+            raise ValueError(
+                f"method='predict_proba' of a classifier with {len(classes)} targets gives "
+                "one array per target; use method='predict' (one column per target).")
+        dtypes = {c.dtype for c in classes}
+        dtype = dtypes.pop() if len(dtypes) == 1 and all(c.dtype.kind in "biuf"
+                                                         for c in classes) else np.dtype(object)
+        return [f"prediction{k}" for k in range(len(classes))], dtype
     if method == "predict_proba":
         return [str(c) for c in classes], np.dtype(np.float32)
     if classes is not None:
@@ -150,8 +159,13 @@ def _items_of(part, estimator):
     return list(part)
 
 
-def _apply(shipped, part, method, columns, dtype, frame, keep_paths):
-    """One task: ``method`` on one partition, as a pandas object or an array."""
+def _apply(shipped, part, method, columns, dtype, shape):
+    """One task: ``method`` on one partition.
+
+    ``shape`` is what the task returns: ``"array"``, ``"frame"`` (a pandas
+    object on the partition's index) or ``"paths"`` (that frame after a
+    ``path`` column).
+    """
     import pandas as pd
 
     from ._device import worker_threads
@@ -160,14 +174,14 @@ def _apply(shipped, part, method, columns, dtype, frame, keep_paths):
     items = _items_of(part, estimator)
     with worker_threads():
         out = getattr(estimator, method)(items) if len(items) else _empty(columns, dtype)
-    out = np.asarray(out)
-    if not frame:
-        return out.astype(dtype, copy=False)
+    out = np.asarray(out).astype(dtype, copy=False)
+    if shape == "array":
+        return out
     if columns is None:
-        result = pd.DataFrame({"prediction": out.astype(dtype, copy=False)}, index=part.index)
+        result = pd.DataFrame({"prediction": out}, index=part.index)
     else:
-        result = pd.DataFrame(out.astype(dtype, copy=False), columns=columns, index=part.index)
-    if keep_paths:
+        result = pd.DataFrame(out, columns=columns, index=part.index)
+    if shape == "paths":
         paths = [os.fspath(p) for p in (items.iloc[:, 0] if isinstance(items, pd.DataFrame)
                                         else items)]
         result = pd.concat([pd.DataFrame({"path": paths}, index=part.index), result], axis=1)
@@ -191,8 +205,12 @@ def _series_of(X):
     return X
 
 
-def _collection(estimator, X, *, client, method, partition_size, keep_paths, frame):
-    """The lazy output of ``method`` over ``X`` and the client it runs on."""
+def _collection(estimator, X, *, client, method, partition_size, with_paths):
+    """The lazy output of ``method`` over ``X`` and the client it runs on.
+
+    ``with_paths`` (for :func:`to_parquet`): always a dask DataFrame, with a
+    ``path`` column first; a list becomes a dask Series of paths.
+    """
     _require()
     import dask
     import dask.array as da
@@ -204,6 +222,31 @@ def _collection(estimator, X, *, client, method, partition_size, keep_paths, fra
     client = _client(client)
     if partition_size is not None and int(partition_size) < 1:
         raise ValueError(f"partition_size={partition_size} must be a positive int.")
+
+    # Paths are checked before anything is shipped: once, on the driver for
+    # a list, on the cluster (one pass over the column) for a dask collection.
+    if isinstance(X, (dd.DataFrame, dd.Series)):
+        series = _series_of(X)
+        bad = client.compute(
+            series.map_partitions(_non_paths, meta=pd.Series([], dtype=object))).result()
+        _check_paths(bad.tolist(), bad.index.tolist())
+    elif isinstance(X, db.Bag):
+        if with_paths:
+            raise TypeError("to_parquet takes a dask DataFrame or Series, or a list of paths; "
+                            "convert a Bag with bag.to_dataframe() first.")
+    elif isinstance(X, (str, os.PathLike)) or not isinstance(
+            X, (Sequence, np.ndarray, pd.Series)):
+        raise TypeError(
+            f"X must be a dask DataFrame or Series, a dask Bag, or a list of image paths; "
+            f"got {type(X).__name__}.")
+    else:
+        X = list(X)
+        _check_paths(X, range(len(X)))
+        size = int(partition_size or DEFAULT_PARTITION_SIZE)
+        if with_paths:
+            X = dd.from_pandas(pd.Series(X, name="path", dtype=object), chunksize=size,
+                               sort=True)
+
     # Scattered once and broadcast: each worker deserialises the model once;
     # every task refers to it by key.
     shipped = client.scatter(_Shipped(estimator), broadcast=True, hash=False)
@@ -211,52 +254,30 @@ def _collection(estimator, X, *, client, method, partition_size, keep_paths, fra
     n_cols = () if columns is None else (len(columns),)
 
     if isinstance(X, (dd.DataFrame, dd.Series)):
-        series = _series_of(X)
-        bad = client.compute(
-            series.map_partitions(_non_paths, meta=pd.Series([], dtype=object))).result()
-        _check_paths(bad.tolist(), bad.index.tolist())
-        parts = X.to_delayed()
         meta_index = X._meta.index
         if columns is None:
             meta = pd.DataFrame({"prediction": np.empty(0, dtype)}, index=meta_index)
         else:
             meta = pd.DataFrame(np.empty((0, len(columns)), dtype), columns=columns,
                                 index=meta_index)
-        if keep_paths:
+        if with_paths:
             meta = pd.concat([pd.DataFrame({"path": pd.Series([], dtype=object)},
                                            index=meta_index), meta], axis=1)
-        outs = [apply(shipped, p, method, columns, dtype, True, keep_paths) for p in parts]
+        shape = "paths" if with_paths else "frame"
+        outs = [apply(shipped, p, method, columns, dtype, shape) for p in X.to_delayed()]
         result = dd.from_delayed(outs, meta=meta, divisions=X.divisions, verify_meta=False)
-        if columns is None and not keep_paths:
+        if columns is None and not with_paths:
             result = result["prediction"]
         return result, client
 
     if isinstance(X, db.Bag):
-        if frame:
-            raise TypeError("to_parquet takes a dask DataFrame or Series, or a list of paths; "
-                            "convert a Bag with bag.to_dataframe() first.")
-        outs = [apply(shipped, p, method, columns, dtype, False, False)
-                for p in X.to_delayed()]
+        outs = [apply(shipped, p, method, columns, dtype, "array") for p in X.to_delayed()]
         arrays = [da.from_delayed(o, shape=(np.nan, *n_cols), dtype=dtype) for o in outs]
         return da.concatenate(arrays), client
 
-    if isinstance(X, (str, os.PathLike)) or not isinstance(X, (Sequence, np.ndarray, pd.Series)):
-        raise TypeError(
-            f"X must be a dask DataFrame or Series, a dask Bag, or a list of image paths; "
-            f"got {type(X).__name__}.")
-    items = list(X)
-    _check_paths(items, range(len(items)))
-    size = int(partition_size or DEFAULT_PARTITION_SIZE)
-    starts = range(0, len(items), size)
-    if frame:
-        X = dd.from_pandas(pd.Series(items, name="path", dtype=object), chunksize=size,
-                           sort=True)
-        return _collection(estimator, X, client=client, method=method,
-                           partition_size=None, keep_paths=keep_paths, frame=True)
-    arrays = [da.from_delayed(apply(shipped, items[s:s + size], method, columns, dtype,
-                                    False, False),
-                              shape=(len(items[s:s + size]), *n_cols), dtype=dtype)
-              for s in starts]
+    arrays = [da.from_delayed(apply(shipped, X[s:s + size], method, columns, dtype, "array"),
+                              shape=(len(X[s:s + size]), *n_cols), dtype=dtype)
+              for s in range(0, len(X), size)]
     if not arrays:
         return da.from_array(_empty(columns, dtype)), client
     return da.concatenate(arrays), client
@@ -304,7 +325,7 @@ def transform(estimator, X, *, client=None, method: str = "transform",
     >>> features.to_parquet("features.parquet")                # doctest: +SKIP
     """
     result, _ = _collection(estimator, X, client=client, method=method,
-                            partition_size=partition_size, keep_paths=False, frame=False)
+                            partition_size=partition_size, with_paths=False)
     return result
 
 
@@ -346,7 +367,7 @@ def to_parquet(estimator, X, path, *, client=None, method: str = "transform",
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
     frame, client = _collection(estimator, X, client=client, method=method,
-                                partition_size=partition_size, keep_paths=True, frame=True)
+                                partition_size=partition_size, with_paths=True)
     tmp = f"{target}.sktransfer-tmp-{uuid.uuid4().hex[:8]}"
     try:
         with warnings.catch_warnings():
