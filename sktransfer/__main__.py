@@ -55,7 +55,9 @@ def _add_compare(sub):
                      help="'elpv' (default), a folder with one subfolder per class, or a "
                           "CSV with path and label columns")
     cmp.add_argument("--models", type=lambda s: s.split(","), default=None,
-                     help=f"comma-separated subset of: {','.join(MODELS)}")
+                     help=f"comma-separated subset of: {','.join(MODELS)} (default: all "
+                          "but scratch_same, the pretrained network trained from random "
+                          "weights, which costs several times fine_tuned)")
     cmp.add_argument("--train-sizes", type=_sizes, default=[0.1, 0.3, 1.0],
                      help="learning-curve sizes: fractions of a training fold or image "
                           "counts (default 0.1,0.3,1.0)")

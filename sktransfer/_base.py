@@ -47,7 +47,7 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def _build_network(self, source: ImageSource, seed: int, n_outputs: int | None = None,
+    def _build_network(self, source: ImageSource, seed: int, n_outputs=None,
                        dropout: float = 0.0) -> BackboneNetwork:
         """Load the backbone and build the network for the images of ``source``.
 

@@ -18,11 +18,15 @@ from ._inputs import Preprocess
 from ._persistence import check_input_columns
 
 
-def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
+             logits: slice = slice(None), binary: bool = False) -> torch.Tensor:
     """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised batch ``x``.
 
     ``targets=None`` explains each image's predicted class (from the same
-    forward pass). ``network`` is a
+    forward pass). ``logits``: the head's outputs of the task explained (a
+    multi-task head concatenates them); ``binary``: that task is one sigmoid,
+    whose class 1 is explained by its logit and class 0 by its negative.
+    ``network`` is a
     :class:`~sktransfer._network.BackboneNetwork` with a head; the map is
     taken at the output of its last unit that still has a spatial layout.
     Runs with gradients enabled (the inference path's ``mode="grad"``).
@@ -36,10 +40,13 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Te
             feature = h
     if feature is None:
         raise ValueError("The backbone has no spatial feature map to explain.")
-    logits = network.head(h.flatten(1))
-    if targets is None:
-        targets = logits.argmax(dim=1)
-    score = logits.gather(1, targets.view(-1, 1)).sum()
+    z = network.head(h.flatten(1))[:, logits]
+    if binary:
+        targets = (z[:, 0] > 0).long() if targets is None else targets
+        score = torch.where(targets == 1, z[:, 0], -z[:, 0]).sum()
+    else:
+        targets = z.argmax(dim=1) if targets is None else targets
+        score = z.gather(1, targets.view(-1, 1)).sum()
     grads = torch.autograd.grad(score, feature)[0]
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
@@ -49,28 +56,46 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Te
     return cam / peak
 
 
-def explain(estimator, X, target=None) -> np.ndarray:
+def _task_logits(estimator, task):
+    """The classes of the task explained, its slice of the logits, and whether
+    it is one sigmoid."""
+    tasks = getattr(estimator, "_tasks", None)
+    if tasks is None:
+        if task not in (None, 0):
+            raise ValueError(f"task={task!r}: this model has one target; leave task=None.")
+        return estimator.classes_, slice(None), False
+    k = len(tasks.classes)
+    if task is None or not isinstance(task, (int, np.integer)) or not 0 <= task < k:
+        raise ValueError(f"task={task!r}: this model has {k} targets (a 2-D y); pass "
+                         f"task=<column index in 0..{k - 1}> to choose the head explained.")
+    start, stop = tasks.offsets[task], tasks.offsets[task + 1]
+    return tasks.classes[task], slice(int(start), int(stop)), tasks.multilabel
+
+
+def explain(estimator, X, target=None, *, task=None) -> np.ndarray:
     """Grad-CAM of a fitted :class:`TransferClassifier`; see its ``explain``."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
+    classes, logits, binary = _task_logits(estimator, task)
     check_input_columns(estimator, X, reset=False)
     source = check_images(X)
     n, size = len(source), estimator.image_size_
     targets = None  # the predicted classes, found in the Grad-CAM pass itself
     if target is not None:
         labels = np.broadcast_to(np.asarray(target, dtype=object), (n,))
-        unknown = sorted({str(t) for t in labels if t not in set(estimator.classes_.tolist())})
+        known = classes.tolist()
+        unknown = sorted({str(t) for t in labels if t not in set(known)})
         if unknown:
-            raise ValueError(f"target {unknown} is not among classes_ "
-                             f"{estimator.classes_.tolist()}.")
-        targets = np.array([estimator.classes_.tolist().index(t) for t in labels])
+            where = "" if task is None else f"[{task}]"
+            raise ValueError(f"target {unknown} is not among classes_{where} {known}.")
+        targets = np.array([known.index(t) for t in labels])
     network = estimator.model_.eval()
     device = estimator.device_
 
     def cam(x, pos):
         t = None if targets is None else torch.as_tensor(targets[pos], device=device)
-        return grad_cam(network, x, t)
+        return grad_cam(network, x, t, logits, binary)
 
     out = np.empty((n, size, size), dtype=np.float32)
     # Gradients need float32; parameters stay untouched.

@@ -58,14 +58,16 @@ class BackboneNetwork(nn.Module):
         Module names of the ends of the stages, shallowest first.
     n_features : int
         Width of the pooled features.
-    n_outputs : int or None
-        Width of the new head; ``None`` for no head (feature extraction).
+    n_outputs : int, tuple of int or None
+        Width of the new head; a tuple: one linear head per task, of these
+        widths, their logits concatenated; ``None`` for no head (feature
+        extraction).
     dropout : float
         Dropout before the new linear layer.
     """
 
     def __init__(self, backbone: nn.Module, unit_names: list[str], stages: list[str],
-                 n_features: int, n_outputs: int | None = None, dropout: float = 0.0):
+                 n_features: int, n_outputs=None, dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
         self.unit_names = list(unit_names)
@@ -73,12 +75,21 @@ class BackboneNetwork(nn.Module):
         # The precision policy: bf16 from the second stage on.
         self.autocast_start = self.stages[1] if len(self.stages) > 1 else None
         self.n_features = int(n_features)
-        self.head = None if n_outputs is None else nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.n_features, n_outputs))
+        if n_outputs is None:
+            self.head = None
+        elif isinstance(n_outputs, int):
+            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                      nn.Linear(self.n_features, n_outputs))
+        else:  # one head per task (sktransfer._tasks)
+            from ._tasks import MultiLinear
+
+            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
+                                      MultiLinear(self.n_features, n_outputs))
         self.n_frozen = 0
 
     @classmethod
-    def from_backbone(cls, backbone: Backbone, size: int, n_outputs: int | None = None,
+    def from_backbone(cls, backbone: Backbone, size: int,
+                      n_outputs: int | tuple[int, ...] | None = None,
                       dropout: float = 0.0) -> BackboneNetwork:
         """Build from a loaded backbone, checking it at ``size`` x ``size`` inputs.
 

@@ -126,6 +126,11 @@ def _graph_module(estimator) -> tuple[_Graph, str]:
     """The :class:`_Graph` of a fitted estimator and the name of its output."""
     from ._extractor import PretrainedFeatureExtractor
 
+    if getattr(estimator, "_tasks", None) is not None:
+        raise ExportError(
+            f"This TransferClassifier has {estimator.n_outputs_} targets (a 2-D y); export "
+            "covers one target: its graph's outputs are one probability matrix and one "
+            "label. Fit one model per target to export, or serve this one with predict.")
     network = copy.deepcopy(estimator.model_).float().cpu().eval()
     network = network.to(memory_format=torch.contiguous_format)
     pre = estimator.preprocess_

@@ -20,6 +20,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from . import _tasks
 from ._base import BackboneEstimator
 from ._cache import EmbeddingCache, memory_location
 from ._device import worker_threads
@@ -51,6 +52,7 @@ class _TransferBase(BackboneEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "tta": ["boolean", StrOptions({"auto"})],
+        "task_weights": ["array-like", None],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
     }
@@ -78,6 +80,7 @@ class _TransferBase(BackboneEstimator):
         n_jobs=None,
         memory=None,
         tta=False,
+        task_weights=None,
         warm_start=False,
         checkpoint_dir=None,
         verbose=0,
@@ -103,6 +106,7 @@ class _TransferBase(BackboneEstimator):
         self.n_jobs = n_jobs
         self.memory = memory
         self.tta = tta
+        self.task_weights = task_weights
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir
         self.verbose = verbose
@@ -127,7 +131,13 @@ class _TransferBase(BackboneEstimator):
 
     @property
     def _n_outputs(self) -> int:
+        """Width of the network's output (all tasks' logits)."""
         raise NotImplementedError
+
+    @property
+    def _head_outputs(self):
+        """The new head: its width, or one width per task (several heads)."""
+        return self._n_outputs
 
     # -- fit ----------------------------------------------------------------
 
@@ -142,8 +152,9 @@ class _TransferBase(BackboneEstimator):
             Paths, PIL images or arrays, in any form the feature extractor takes.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Class labels of any hashable type (e.g. strings) for
-            :class:`TransferClassifier`, numbers for :class:`TransferRegressor`
-            (one or several targets).
+            :class:`TransferClassifier`, one column or several (one head
+            each, ``None`` or NaN for a missing label), numbers for
+            :class:`TransferRegressor` (one or several targets).
         sample_weight : array-like of shape (n_samples,), default=None
             Per-image weights of the loss, as in scikit-learn: the loss is
             the weighted mean over the training images (scaling all weights
@@ -163,7 +174,15 @@ class _TransferBase(BackboneEstimator):
         source = check_images(X)
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but y is None.")
-        y = np.asarray(y)
+        try:
+            y = np.asarray(y)
+        except ValueError:  # numpy refuses rows of different lengths
+            raise ValueError("y is ragged: its rows have different lengths. Give one "
+                             "target per image, or the same number of target columns "
+                             "for every image (None or NaN for a missing label).") from None
+        if y.ndim > 2:
+            raise ValueError(f"y must be 1-D or 2-D (n_samples, n_targets), got shape "
+                             f"{y.shape}.")
         if len(y) != len(source):
             raise ValueError(
                 f"X has {len(source)} images but y has {len(y)} targets; they must "
@@ -194,7 +213,7 @@ class _TransferBase(BackboneEstimator):
         if continuing:
             network = self.model_
         else:
-            network = self._build_network(source, seed, self._n_outputs, self.dropout)
+            network = self._build_network(source, seed, self._head_outputs, self.dropout)
         n_frozen, schedule = network.frozen_units(self.trainable_stages, self.backbone)
         network.freeze_first(n_frozen)
         if not continuing:
@@ -203,6 +222,7 @@ class _TransferBase(BackboneEstimator):
         # shrinks with gradual unfreezing): torch runs it.
         if schedule or n_frozen == 0:
             self.engine_ = "torch"
+        self.__dict__.pop("_frozen_id", None)  # the frozen units may change in this fit
         trunk, memory = self._frozen_setup(network)
         # Dropout, stochastic depth and random augmentation draw from torch's
         # global generators: forked and seeded for the fit, restored after.
@@ -213,6 +233,7 @@ class _TransferBase(BackboneEstimator):
                 classifier=is_classifier(self), seed=seed,
                 checkpoint=checkpoint, resume=resume, trunk=trunk, memory=memory)
         self.model_ = network.eval()
+        self.__dict__.pop("_frozen_id", None)
         self.history_ = run.history
         self.n_epochs_ = run.n_epochs
         self.resumed_from_epoch_ = run.resumed_from_epoch
@@ -242,7 +263,7 @@ class _TransferBase(BackboneEstimator):
         location = memory_location(self.memory)
         if n_frozen == 0 or (self.engine_ == "torch" and location is None):
             return None, None
-        digest = network.units_digest(n_frozen)
+        digest = self._frozen_units_id(network)
         trunk = self._onnx_part(network, n_frozen, memory=location, weights_id=digest)
         if location is None:
             return trunk, None
@@ -256,6 +277,20 @@ class _TransferBase(BackboneEstimator):
             "device_type": self.device_.type,
         }
         return trunk, EmbeddingCache(location, settings, None, dtype=None, kind="frozen")
+
+    def _frozen_units_id(self, network) -> str:
+        """Digest of ``network``'s frozen units, hashed once per fitted model.
+
+        Predictions reuse it (hashing Lite0's frozen units takes a few tens
+        of milliseconds); ``fit`` drops it, since a fit may change them.
+        """
+        memo = self.__dict__.get("_frozen_id")
+        if memo is not None and memo[0] is network and memo[1] == network.n_frozen:
+            return memo[2]
+        digest = network.units_digest(network.n_frozen)
+        if network is getattr(self, "model_", None):
+            self._frozen_id = (network, network.n_frozen, digest)
+        return digest
 
     def _engine_part(self):
         """The fitted frozen part as its engine runs it (``None``: torch)."""
@@ -413,6 +448,12 @@ _SHARED_PARAMETERS_END = """
         not raise inner cross-validated accuracy (89.38 % against 89.43 %
         without), so it is off by default
         (``benchmarks/results/transfer_selection.md``).
+    task_weights : array-like of shape (n_targets,) or None, default=None
+        With several target columns (a 2-D ``y``): relative weights of the
+        columns' losses, normalised to sum 1; the loss is their weighted
+        mean (``None``: equal weights). Weighting is not masking: a weight
+        of 0 trains nothing for that column. With one column it must be
+        ``None`` or one weight (which changes nothing).
     warm_start : bool, default=False
         If True, ``fit`` continues training the fitted network for
         ``max_epochs`` more epochs instead of starting again.
@@ -473,21 +514,39 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     internal stratified validation split that restores the best weights
     (on validation accuracy).
 
+    Several targets from one backbone (multi-task): a 2-D ``y``, as
+    scikit-learn's forests take it. Columns of class labels
+    (``"multiclass-multioutput"``, labels of any type per column) get one
+    softmax head each; columns of 0/1 (``"multilabel-indicator"``) one
+    sigmoid each. The backbone and its frozen part are shared, so the frozen
+    part runs once for all heads. A missing label (``None`` or NaN) leaves
+    that column's loss out for that image only; each column's loss is the
+    mean over the images labelled for it, and ``task_weights`` weighs the
+    columns. ``predict`` then gives ``(n_samples, n_outputs_)`` labels,
+    ``predict_proba`` a list of one array per column, ``score`` the subset
+    accuracy. See the user guide's multi-task section.
+
     Parameters
     ----------{_SHARED_PARAMETERS}    dropout : float, default=0.5
         Dropout before the new linear head. 0.5 had the best mean accuracy
         in the third round of inner cross-validation on ELPV (89.28 %
         against 89.13 % at 0.2 and 88.87 % at weight decay 0.1, within one
         standard error: ``benchmarks/results/transfer_selection.md``).
-{_SHARED_PARAMETERS_MID}    class_weight : dict, "balanced" or None, default=None
+{_SHARED_PARAMETERS_MID}    class_weight : dict, list of dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn: a dict maps
-        the labels of ``y`` (as given, e.g. strings) to weights.
+        the labels of ``y`` (as given, e.g. strings) to weights. With a 2-D
+        ``y``, as scikit-learn's forests: one dict per column, or
+        ``"balanced"``; an image's weight is the product over its labelled
+        columns.
     label_smoothing : float, default=0.1
         Label smoothing of the cross-entropy loss.{_SHARED_PARAMETERS_END}
     Attributes
     ----------
-    classes_ : ndarray
-        The class labels, as given in ``y``.{_SHARED_ATTRIBUTES}
+    classes_ : ndarray or list of ndarray
+        The class labels, as given in ``y``; with a 2-D ``y``, one array per
+        column.
+    n_outputs_ : int
+        Columns of ``y`` (targets, or tasks): 1 for a 1-D ``y``.{_SHARED_ATTRIBUTES}
     See Also
     --------
     TransferRegressor : The same for real-valued targets.
@@ -508,7 +567,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
 
     _parameter_constraints = {
         **_TransferBase._parameter_constraints,
-        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
     }
 
@@ -517,8 +576,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                  backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.5,
                  validation_fraction=None, patience=5, class_weight=None,
                  label_smoothing=0.1, device="auto", precision="auto", engine="auto",
-                 n_jobs=None, memory=None, tta=False, warm_start=False, checkpoint_dir=None,
-                 verbose=0, random_state=None):
+                 n_jobs=None, memory=None, tta=False, task_weights=None, warm_start=False,
+                 checkpoint_dir=None, verbose=0, random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, trainable_stages=trainable_stages,
             image_size=image_size, augment=augment, max_epochs=max_epochs,
@@ -526,23 +585,73 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
             weight_decay=weight_decay, max_grad_norm=max_grad_norm, dropout=dropout,
             validation_fraction=validation_fraction, patience=patience, device=device,
             precision=precision, engine=engine, n_jobs=n_jobs, memory=memory, tta=tta,
-            warm_start=warm_start,
+            task_weights=task_weights, warm_start=warm_start,
             checkpoint_dir=checkpoint_dir, verbose=verbose, random_state=random_state)
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
     @property
+    def _multi(self) -> bool:
+        return getattr(self, "_tasks", None) is not None
+
+    @property
     def _n_outputs(self):
-        return len(self.classes_)
+        return int(sum(self._tasks.widths)) if self._multi else len(self.classes_)
+
+    @property
+    def _head_outputs(self):
+        return self._tasks.widths if self._multi else len(self.classes_)
 
     def _target_weights(self, y):
+        if y.ndim == 2 and y.shape[1] > 1:
+            labelled = ~_tasks.missing_mask(y)
+            # An image without any label takes no part, as one of weight 0.
+            weights = labelled.any(axis=1).astype(np.float64)
+            if self.class_weight is None:
+                return weights
+            if isinstance(self.class_weight, dict):
+                raise ValueError(
+                    f"class_weight is one dict, but y has {y.shape[1]} columns: give a list "
+                    "of one dict per column, or 'balanced' (as scikit-learn's forests).")
+            per_column = (self.class_weight if isinstance(self.class_weight, list)
+                          else [self.class_weight] * y.shape[1])
+            if len(per_column) != y.shape[1]:
+                raise ValueError(f"class_weight has {len(per_column)} dicts for the "
+                                 f"{y.shape[1]} columns of y.")
+            for t, cw in enumerate(per_column):
+                keep = labelled[:, t]
+                values = np.asarray(y[keep, t].tolist())
+                weights[keep] *= compute_sample_weight(cw, values)
+            return weights
         if self.class_weight is None:
             return 1.0
+        if isinstance(self.class_weight, list):
+            raise ValueError("class_weight is a list (one dict per column of a 2-D y), but "
+                             "y has one column: give a dict or 'balanced'.")
         # Matched against the labels as given, as scikit-learn's forests do.
         return compute_sample_weight(self.class_weight, _labels_1d(y))
 
     def _encode_targets(self, y, weights, reset):
+        if y.ndim == 2 and y.shape[1] > 1:
+            if reset:
+                tasks = _tasks.check_tasks(y)
+            elif not self._multi:
+                raise ValueError(f"y has {y.shape[1]} columns; this model was fitted on one.")
+            else:
+                tasks = self._tasks
+            codes = _tasks.encode(y, tasks)
+            task_weights = _tasks.check_task_weights(self.task_weights, codes.shape[1])
+            if reset:
+                self._tasks = tasks
+                self.classes_ = list(tasks.classes)
+                self.n_outputs_ = len(tasks.classes)
+            self._task_scales = _tasks.task_scales(codes, weights, task_weights)
+            return codes
+        if not reset and self._multi:
+            raise ValueError(f"y has one column; this model was fitted on "
+                             f"{self.n_outputs_}.")
         y = _labels_1d(y)
+        _tasks.check_task_weights(self.task_weights, 1)
         if reset:
             encoder = LabelEncoder().fit(y)
             if len(encoder.classes_) < 2:
@@ -550,12 +659,17 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                     f"y has a single class ({encoder.classes_[0]!r}); a classifier needs "
                     "at least two.")
             self.classes_ = encoder.classes_
+            self.n_outputs_ = 1
+            self._tasks = None
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if len(unknown):
             raise ValueError(f"y has labels {unknown.tolist()} not seen in the first fit.")
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
     def _criterion(self):
+        if self._multi:
+            return _tasks.TaskLoss(self._tasks.widths, self._tasks.multilabel,
+                                   self._task_scales, self.label_smoothing)
         return torch.nn.CrossEntropyLoss(reduction="none",
                                          label_smoothing=self.label_smoothing)
 
@@ -563,6 +677,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         n = len(targets)
         if self.validation_fraction is None:
             return np.arange(n), np.array([], dtype=int)
+        if self._multi:  # no stratification over several columns: a random split
+            return _random_split(n, self.validation_fraction, seed)
         counts = np.bincount(targets, minlength=len(self.classes_))
         n_valid = int(np.ceil(self.validation_fraction * n))
         if n_valid < len(self.classes_) or counts.min() < 2:
@@ -576,8 +692,14 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         splitter = StratifiedShuffleSplit(1, test_size=n_valid, random_state=seed)
         return next(splitter.split(np.zeros(n), targets))
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     @worker_threads()
-    def explain(self, X: ImageInput, target: ArrayLike | None = None) -> np.ndarray:
+    def explain(self, X: ImageInput, target: ArrayLike | None = None, *,
+                task: int | None = None) -> np.ndarray:
         """Grad-CAM heatmaps: where in each image the evidence for a class lies.
 
         Parameters
@@ -587,6 +709,11 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         target : label, array-like of labels, or None, default=None
             The class to explain for each image (one label for all, or one
             per image); ``None`` explains the predicted class.
+        task : int or None, default=None
+            With a 2-D ``y``: the column whose head is explained (required);
+            ``target`` then holds labels of that column. For a multilabel
+            indicator, target 1 explains the evidence for the label, 0 the
+            evidence against it.
 
         Returns
         -------
@@ -609,19 +736,51 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         """
         from ._explain import explain
 
-        return explain(self, X, target)
+        return explain(self, X, target, task=task)
 
     @worker_threads()
-    def predict_proba(self, X: ImageInput) -> np.ndarray:
-        """Class probabilities, rows summing to 1, columns in ``classes_`` order."""
-        logits = torch.from_numpy(self._raw_predict(X))
-        return logits.softmax(dim=1).numpy()
+    def predict_proba(self, X: ImageInput) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities, rows summing to 1, columns in ``classes_`` order.
+
+        With a 2-D ``y``: a list with one such array per column of ``y``
+        (for a multilabel indicator, each ``(n_samples, 2)``: the
+        probabilities of 0 and 1), as scikit-learn's forests return them.
+        """
+        logits = self._raw_predict(X)
+        if self._multi:
+            return _tasks.probabilities(logits, self._tasks)
+        return torch.from_numpy(logits).softmax(dim=1).numpy()
 
     @worker_threads()
     def predict(self, X: ImageInput) -> np.ndarray:
-        """Predicted class labels."""
+        """Predicted class labels; with a 2-D ``y``, of shape ``(n_samples, n_outputs_)``."""
         proba = self.predict_proba(X)
+        if self._multi:
+            return _tasks.labels(proba, self._tasks)
         return self.classes_[proba.argmax(axis=1)]
+
+    def score(self, X: ImageInput, y: ArrayLike, sample_weight: ArrayLike | None = None):
+        """Mean accuracy; with a 2-D ``y``, subset accuracy (every column right).
+
+        For a 2-D ``y``, as :class:`~sklearn.multioutput.MultiOutputClassifier`
+        scores: an image counts as right when all its labelled columns are
+        (missing labels are not compared).
+        """
+        if not self._multi:
+            return super().score(X, y, sample_weight=sample_weight)
+        y = np.asarray(y)
+        codes = _tasks.encode(y, self._tasks)
+        predicted = _tasks.encode(self.predict(X), self._tasks)
+        right = ((codes == predicted) | (codes == _tasks.MISSING)).all(axis=1)
+        return float(np.average(right, weights=sample_weight))
+
+
+def _random_split(n: int, fraction: float, seed: int):
+    """Training and validation positions of a random (unstratified) split."""
+    n_valid = int(np.ceil(fraction * n))
+    if n - n_valid < 1:
+        raise ValueError(f"validation_fraction={fraction} leaves no training images.")
+    return next(ShuffleSplit(1, test_size=n_valid, random_state=seed).split(np.zeros(n)))
 
 
 def _labels_1d(y: np.ndarray) -> np.ndarray:
@@ -680,9 +839,10 @@ class TransferRegressor(RegressorMixin, _TransferBase):
             raise ValueError("y must hold numbers for a regressor.") from None
         if not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinity; every image needs a finite target.")
-        if y.ndim > 2:
-            raise ValueError(f"y must be 1-D or 2-D, got shape {y.shape}.")
         y2 = y.reshape(len(y), -1)
+        self._loss_task_weights = (
+            None if self.task_weights is None
+            else _tasks.check_task_weights(self.task_weights, y2.shape[1]))
         if reset:
             self._y_1d = y.ndim == 1
             self.n_targets_ = y2.shape[1]
@@ -692,17 +852,15 @@ class TransferRegressor(RegressorMixin, _TransferBase):
         return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
 
     def _criterion(self):
-        return torch.nn.MSELoss(reduction="none")
+        if self._loss_task_weights is None:
+            return torch.nn.MSELoss(reduction="none")  # the mean over targets, in the loss
+        return _tasks.TargetMSE(self._loss_task_weights)
 
     def _split(self, targets, seed):
         n = len(targets)
         if self.validation_fraction is None:
             return np.arange(n), np.array([], dtype=int)
-        n_valid = int(np.ceil(self.validation_fraction * n))
-        if n - n_valid < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
-                             "training images.")
-        return next(ShuffleSplit(1, test_size=n_valid, random_state=seed).split(targets))
+        return _random_split(n, self.validation_fraction, seed)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

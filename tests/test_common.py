@@ -87,6 +87,7 @@ _TRANSFERCLASSIFIER_NOT_SQUARE = _SUPERVISED_NOT_SQUARE + [
     "check_classifiers_train(readonly_memmap=True,X_dtype=float32)",
     "check_classifiers_regression_target",
     "check_class_weight_classifiers",
+    "check_classifier_multioutput",
 ]
 _TRANSFERCLASSIFIER_NOT_UNIT_RANGE = _NOT_UNIT_RANGE_CHECKS
 _TRANSFERREGRESSOR_NOT_SQUARE = _SUPERVISED_NOT_SQUARE + [

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -144,3 +145,23 @@ def test_quick_elpv_smoke(tmp_path, capsys):
                       "frozen_lr", "fine_tuned"}
     assert payload["n_images"] == 120
     assert "fine_tuned" in capsys.readouterr().out
+
+
+def test_same_network_from_scratch_is_opt_in():
+    from sktransfer._compare._models import DEFAULT_MODELS, MODELS
+
+    assert "scratch_same" in MODELS and "scratch_same" not in DEFAULT_MODELS
+    y = np.arange(10) % 2
+    settings = {"quick": False, "image_size": "auto", "memory": None}
+    scratch = MODELS["scratch_same"].build(y, 3, settings)
+    pretrained = MODELS["fine_tuned"].build(y, 3, settings)
+    differ = {k for k, v in scratch.get_params().items() if pretrained.get_params()[k] != v}
+    assert differ == {"weights", "trainable_stages"}  # the same network and budget
+    assert scratch.weights is None and scratch.trainable_stages == "all"
+
+    X, y = make_images(24, size=32)
+    res = compare(X, y, models=["scratch_same"], quick=True, image_size=32, verbose=False,
+                  random_state=0)
+    assert set(res["status"]) == {"ok"} and set(res["model"]) == {"scratch_same"}
+    # every parameter trains: Lite0 without its ImageNet classifier, 3.37 million
+    assert (res["trainable_parameters"] > 3.3e6).all()

@@ -109,3 +109,21 @@ def test_engine_graph_of_the_frozen_part_is_kept_under_memory(images, tmp_path):
     X, y = images
     TransferClassifier(**{**FAST, "engine": "onnxruntime"}, memory=tmp_path).fit(X, y)
     assert list((tmp_path / "sktransfer-onnx").glob("*.onnx"))
+
+
+def test_frozen_units_are_hashed_once_per_fitted_model(images, tmp_path, monkeypatch):
+    from sktransfer._network import BackboneNetwork
+
+    X, y = images
+    calls = []
+    digest = BackboneNetwork.units_digest
+    monkeypatch.setattr(BackboneNetwork, "units_digest",
+                        lambda self, stop: calls.append(stop) or digest(self, stop))
+    est = TransferClassifier(**FAST, memory=tmp_path).fit(X, y)
+    assert len(calls) == 1  # the fit's own
+    for _ in range(3):
+        est.predict(X)
+    assert len(calls) == 2  # the fitted model's, then remembered
+    est.set_params(warm_start=True).fit(X, y)  # a fit may change the frozen units
+    est.predict(X)
+    assert len(calls) == 4

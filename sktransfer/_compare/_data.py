@@ -86,6 +86,14 @@ def resolve_dataset(data, y=None, path_column="path", label_column="label") -> I
     """``data``: "elpv", a folder, a CSV file, or images with labels ``y``."""
     if y is not None:
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1:
+            raise CompareError(
+                f"y has shape {y.shape}: compare takes one label per image. With several "
+                "targets, compare each column on its own (compare(X, y[:, k])), or "
+                "cross-validate TransferClassifier on the 2-D y (see the user guide's "
+                "multi-task section).")
         return ImageDataset(data, y, y, "images")
     if isinstance(data, (str, os.PathLike)):
         if str(data) == "elpv" and not Path(data).exists():

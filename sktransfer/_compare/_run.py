@@ -23,7 +23,7 @@ from sklearn.preprocessing import LabelEncoder
 from .._images import ArrayLike, ImageInput, check_images
 from .._random import draw_seed, torch_rng
 from ._data import CompareError, check_classes, decode_all, resolve_dataset
-from ._models import MODELS, PIXEL_SIZE, n_parameters, prepare_inputs
+from ._models import DEFAULT_MODELS, MODELS, PIXEL_SIZE, n_parameters, prepare_inputs
 from ._report import write_results
 
 if TYPE_CHECKING:
@@ -128,7 +128,12 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
       ``validation_fraction=None``, ``max_epochs=6`` at ``image_size`` (so
       that 3 folds of ELPV fit in 30 minutes on a 2-core CPU; its own
       defaults add flip augmentation and train for 20 epochs, see
-      ``benchmarks/results/transfer.md``).
+      ``benchmarks/results/transfer.md``);
+    - ``scratch_same``: the same network and settings as ``fine_tuned``
+      from random weights (``weights=None``), every layer trained
+      (``trainable_stages="all"``): what the pretrained weights are worth,
+      not only a small tutorial CNN. Not run by default: with nothing
+      frozen to compute once, it costs several times ``fine_tuned``.
 
     The regularisation of the linear models and the SVC is chosen by an
     inner 3-fold CV on each training subset. Unreadable images are skipped,
@@ -146,7 +151,7 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
     y : array-like, default=None
         Labels, when ``data`` holds images.
     models : list of str, default=None
-        Names from the list above; ``None`` runs all of them.
+        Names from the list above; ``None`` runs all but ``scratch_same``.
     train_sizes : sequence of int or float, default=(0.1, 0.3, 1.0)
         Training-set sizes of the learning curve: fractions (float <= 1) of
         a training fold, or numbers of images.
@@ -200,7 +205,7 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
 
     t_start = time.perf_counter()
     seed = draw_seed(random_state)
-    models = list(MODELS) if models is None else list(models)
+    models = list(DEFAULT_MODELS) if models is None else list(models)
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise CompareError(f"Unknown model(s) {unknown}; choose from {list(MODELS)}.")

@@ -64,9 +64,16 @@ class GradualUnfreeze(Callback):
 
 
 def valid_accuracy(net, X, y) -> float:
-    """Accuracy on the validation part (scored by skorch's ``EpochScoring``)."""
-    preds = torch.cat([yp.argmax(1).cpu() for yp in net.forward_iter(X, training=False)])
-    return float((preds.numpy() == np.asarray(y)).mean())
+    """Accuracy on the validation part (scored by skorch's ``EpochScoring``).
+
+    Several tasks: over every labelled (image, task) pair.
+    """
+    codes = getattr(net.criterion_, "codes", None)  # a multi-task loss knows its heads
+    preds = torch.cat([(yp.argmax(1) if codes is None else codes(yp)).cpu()
+                       for yp in net.forward_iter(X, training=False)]).numpy()
+    y = np.asarray(y)
+    labelled = y != -1  # sktransfer._tasks.MISSING
+    return float((preds == y)[labelled].mean())
 
 
 def batch_targets(targets_and_weights):

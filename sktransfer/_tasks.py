@@ -1,0 +1,264 @@
+"""Several targets from one backbone: the classifier's 2-D ``y`` (multi-task).
+
+scikit-learn's two kinds of 2-D class targets, taken as its forests take them:
+
+- ``"multiclass-multioutput"``: k columns of class labels, of any type per
+  column (strings in one, integers in another): one softmax head per column;
+- ``"multilabel-indicator"``: k columns of 0/1 (every column): one sigmoid
+  per label.
+
+The backbone is shared; the heads are separate linear layers on its pooled
+features (each initialised as a single-task head would be) whose logits are
+concatenated, so the inference path, test-time flips and the frozen part's
+cache are those of a single target. A missing label (``None``, NaN, pandas'
+NA) masks that task's loss for that image only. Each task's loss is its
+weighted mean over the images labelled for it; the tasks' losses are
+averaged with ``task_weights``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: The code of a missing label in the encoded targets.
+MISSING = -1
+
+
+def _is_missing(value) -> bool:
+    return (value is None or (isinstance(value, (float, np.floating)) and value != value)
+            or type(value).__name__ == "NAType")
+
+
+def missing_mask(y: np.ndarray) -> np.ndarray:
+    """Where ``y`` has no label: ``None``, NaN or pandas' NA."""
+    if y.dtype.kind == "f":
+        return np.isnan(y)
+    if y.dtype.kind != "O":
+        return np.zeros(y.shape, dtype=bool)
+    return np.vectorize(_is_missing, otypes=[bool])(y) if y.size else np.zeros(y.shape, bool)
+
+
+def _label_type(value) -> str:
+    if isinstance(value, (str, np.str_)):
+        return "string"
+    if isinstance(value, (Real, np.bool_)):
+        return "number"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """What the columns of a 2-D class target are, as the heads see them."""
+
+    kind: str  # "multiclass-multioutput" or "multilabel-indicator"
+    classes: tuple  # one array of labels per column
+
+    @property
+    def multilabel(self) -> bool:
+        return self.kind == "multilabel-indicator"
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Logits of each task: one per class, or one sigmoid per label."""
+        if self.multilabel:
+            return (1,) * len(self.classes)
+        return tuple(len(c) for c in self.classes)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.widths)])
+
+
+def _columns(y: np.ndarray, missing: np.ndarray) -> list[np.ndarray]:
+    """Each column's labels (missing ones left out), checked to be class labels."""
+    columns = []
+    for t in range(y.shape[1]):
+        values = y[~missing[:, t], t]
+        types = sorted({_label_type(v) for v in values})
+        if len(types) > 1:
+            examples = {}
+            for v in values.tolist():  # plain Python values, shown as the user wrote them
+                examples.setdefault(_label_type(v), v)
+            shown = ", ".join(f"{k} {v!r}" for k, v in examples.items())
+            raise ValueError(f"y column {t} mixes label types ({shown}); give each column "
+                             "labels of one type.")
+        if types and types[0] not in ("string", "number"):
+            raise ValueError(f"y column {t} holds {types[0]} values; class labels must be "
+                             "strings or numbers.")
+        if types == ["number"]:
+            values = np.asarray(values.tolist())
+            if values.dtype.kind == "f" and not np.all(values == np.round(values)):
+                example = values[values != np.round(values)].tolist()[0]
+                raise ValueError(
+                    f"y column {t} holds continuous values (e.g. {example!r}); a classifier "
+                    "needs class labels: use TransferRegressor for real-valued targets.")
+        elif types == ["string"]:
+            values = np.asarray(values.tolist(), dtype=object)
+        columns.append(values)
+    return columns
+
+
+def check_tasks(y: np.ndarray) -> Tasks:
+    """The tasks of a 2-D class target with several columns, or a clear error."""
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise ValueError(f"expected y of shape (n_samples, n_tasks >= 2), got {y.shape}.")
+    missing = missing_mask(y)
+    columns = _columns(y, missing)
+    classes = []
+    for t, values in enumerate(columns):
+        labels = np.unique(values)
+        if len(labels) < 2:
+            found = f"a single class ({labels.tolist()[0]!r})" if len(labels) else "no labels"
+            raise ValueError(f"y column {t} has {found}; every task needs at least two "
+                             "classes among its labelled images.")
+        classes.append(labels)
+    # As scikit-learn's type_of_target: 0/1 in every column is a multilabel indicator.
+    binary = all(c.dtype.kind in "biuf" and set(c.tolist()) == {0, 1} for c in classes)
+    return Tasks("multilabel-indicator" if binary else "multiclass-multioutput",
+                 tuple(classes))
+
+
+def encode(y: np.ndarray, tasks: Tasks) -> np.ndarray:
+    """``(n, k)`` int64 class codes of ``y`` under ``tasks``; :data:`MISSING` where unlabelled."""
+    if y.ndim != 2 or y.shape[1] != len(tasks.classes):
+        raise ValueError(f"y has shape {y.shape}; this model was fitted on "
+                         f"{len(tasks.classes)} target columns.")
+    missing = missing_mask(y)
+    codes = np.full(y.shape, MISSING, dtype=np.int64)
+    for t, (values, labels) in enumerate(zip(_columns(y, missing), tasks.classes)):
+        known = np.isin(values, labels)
+        if not known.all():
+            raise ValueError(f"y column {t} has labels {np.unique(values[~known]).tolist()} "
+                             f"not seen in the first fit ({labels.tolist()}).")
+        codes[~missing[:, t], t] = np.searchsorted(labels, values)
+    return codes
+
+
+def check_task_weights(task_weights, n_tasks: int) -> np.ndarray:
+    """``task_weights`` as ``n_tasks`` non-negative weights summing to 1."""
+    if task_weights is None:
+        return np.full(n_tasks, 1.0 / n_tasks)
+    w = np.asarray(task_weights, dtype=np.float64)
+    if w.shape != (n_tasks,):
+        raise ValueError(f"task_weights has shape {w.shape}; y has {n_tasks} target "
+                         f"column(s): give {n_tasks} weights.")
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"task_weights={w.tolist()} must be finite, non-negative and not "
+                         "all zero.")
+    return w / w.sum()
+
+
+def task_scales(codes: np.ndarray, weights: np.ndarray, task_weights: np.ndarray):
+    """Per task: its weight over the fraction of the (weighted) images labelled for it.
+
+    Missing labels contribute a zero loss; dividing by the labelled fraction
+    makes each task's loss its weighted mean over the images labelled for it.
+    """
+    labelled = codes != MISSING
+    total = weights.sum()
+    per_task = (weights[:, None] * labelled).sum(axis=0)
+    return np.where(per_task > 0, task_weights * total / np.maximum(per_task, 1e-300), 0.0)
+
+
+class MultiLinear(nn.Module):
+    """One linear head per task on the same features; the logits, concatenated.
+
+    Each head is initialised from the same state of torch's generator, so it
+    starts where a single-task head built there would.
+    """
+
+    def __init__(self, n_features: int, widths):
+        super().__init__()
+        state = torch.get_rng_state()
+        heads = []
+        for width in widths:
+            torch.set_rng_state(state)
+            heads.append(nn.Linear(n_features, int(width)))
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], dim=1)
+
+
+class TaskLoss(nn.Module):
+    """Per-image loss of a multi-task classifier: the weighted mean of its tasks' losses.
+
+    ``targets``: ``(n, k)`` class codes, :data:`MISSING` for a missing label
+    (that task's loss is then 0 for that image, without gradient).
+    ``scales``: from :func:`task_scales`.
+    """
+
+    def __init__(self, widths, multilabel: bool, scales, label_smoothing: float = 0.0):
+        super().__init__()
+        self.widths = tuple(int(w) for w in widths)
+        self.multilabel = bool(multilabel)
+        self.register_buffer("scales", torch.as_tensor(np.asarray(scales), dtype=torch.float32))
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        total = logits.new_zeros(len(logits))
+        eps = self.label_smoothing
+        for t, z in enumerate(torch.split(logits, self.widths, dim=1)):
+            y = targets[:, t]
+            labelled = y != MISSING
+            if self.multilabel:
+                soft = y.clamp_min(0).to(z.dtype) * (1 - eps) + eps / 2
+                loss = F.binary_cross_entropy_with_logits(z[:, 0], soft, reduction="none")
+            else:
+                loss = F.cross_entropy(z, y.clamp_min(0), reduction="none",
+                                       label_smoothing=eps)
+            total = total + torch.where(labelled, loss, torch.zeros_like(loss)) * self.scales[t]
+        return total
+
+    def codes(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(n, k)`` predicted class codes."""
+        parts = torch.split(logits, self.widths, dim=1)
+        if self.multilabel:
+            return torch.stack([(z[:, 0] > 0).long() for z in parts], dim=1)
+        return torch.stack([z.argmax(1) for z in parts], dim=1)
+
+
+def probabilities(logits: np.ndarray, tasks: Tasks) -> list[np.ndarray]:
+    """Per task, ``(n, n_classes)`` probabilities in ``classes`` order."""
+    z = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    out = []
+    for part in torch.split(z, tasks.widths, dim=1):
+        if tasks.multilabel:
+            p = torch.sigmoid(part[:, 0])
+            out.append(torch.stack([1 - p, p], dim=1).numpy())
+        else:
+            out.append(part.softmax(dim=1).numpy())
+    return out
+
+
+def labels(proba: list[np.ndarray], tasks: Tasks) -> np.ndarray:
+    """``(n, k)`` predicted labels from :func:`probabilities`, one column per task.
+
+    Numbers when every task's labels are (the dtype they share), else objects.
+    """
+    columns = [c[p.argmax(axis=1)] for c, p in zip(tasks.classes, proba)]
+    dtypes = {c.dtype for c in tasks.classes}
+    dtype = dtypes.pop() if len(dtypes) == 1 and all(c.dtype.kind in "biuf"
+                                                     for c in tasks.classes) else object
+    out = np.empty((len(proba[0]), len(columns)), dtype=dtype)
+    for t, col in enumerate(columns):
+        out[:, t] = col
+    return out
+
+
+class TargetMSE(nn.Module):
+    """Per-image squared error of a multi-target regressor, averaged with weights."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.register_buffer("weights", torch.as_tensor(np.asarray(weights),
+                                                        dtype=torch.float32))
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((prediction - target) ** 2 * self.weights).sum(dim=1)

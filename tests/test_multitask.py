@@ -1,0 +1,232 @@
+"""Several targets from one backbone: TransferClassifier with a 2-D y."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, make_scorer
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
+
+from sktransfer import TransferClassifier, _tasks
+
+from .conftest import TINY, make_images
+
+FAST = dict(TINY, max_epochs=2, batch_size=8)
+# Nothing shared trains, nothing random but the shared draws: each head of a
+# multi-task model is then the single-task model of its column.
+HEAD_ONLY = dict(TINY, max_epochs=3, batch_size=8, trainable_stages=0, dropout=0.0,
+                 augment=False, max_grad_norm=1e6, label_smoothing=0.0)
+
+
+def _multiclass_y(n):
+    """Column 0 the image's class, column 1 strings of three classes."""
+    _, y = make_images(n)
+    return np.column_stack([y, np.array(["a", "b", "c"] * n, dtype=object)[:n]]).astype(object)
+
+
+def _column_labels(y):
+    return [np.unique(np.asarray(y[:, t].tolist())).tolist() for t in range(y.shape[1])]
+
+
+def test_multiclass_multioutput_outputs():
+    X, y1 = make_images(12)
+    y = np.empty((12, 2), dtype=object)
+    y[:, 0] = np.where(y1 == 1, "crack", "ok")
+    y[:, 1] = np.array([3, 5, 7] * 4)
+    clf = TransferClassifier(**FAST).fit(X, y)
+    assert clf.n_outputs_ == 2
+    assert [c.tolist() for c in clf.classes_] == [["crack", "ok"], [3, 5, 7]]
+    proba = clf.predict_proba(X)
+    assert isinstance(proba, list) and [p.shape for p in proba] == [(12, 2), (12, 3)]
+    for p in proba:
+        np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+    pred = clf.predict(X)
+    assert pred.shape == (12, 2) and pred.dtype == object
+    assert set(pred[:, 0]) <= {"crack", "ok"} and set(pred[:, 1]) <= {3, 5, 7}
+    np.testing.assert_array_equal(pred[:, 1], clf.classes_[1][proba[1].argmax(1)])
+    expected = np.mean([(pred[i] == y[i]).all() for i in range(12)])
+    assert clf.score(X, y) == pytest.approx(expected)
+
+
+def test_multilabel_indicator_outputs():
+    X, y1 = make_images(12)
+    y = np.column_stack([y1, 1 - y1, np.arange(12) % 3 == 0]).astype(int)
+    clf = TransferClassifier(**FAST).fit(X, y)
+    assert clf._tasks.kind == "multilabel-indicator" and clf._tasks.widths == (1, 1, 1)
+    assert clf.model_.head[-1].heads[0].out_features == 1  # one sigmoid per label
+    assert [c.tolist() for c in clf.classes_] == [[0, 1]] * 3
+    proba = clf.predict_proba(X)
+    assert [p.shape for p in proba] == [(12, 2)] * 3
+    pred = clf.predict(X)
+    assert pred.shape == (12, 3) and pred.dtype.kind == "i"
+    for p, col in zip(proba, pred.T):
+        np.testing.assert_array_equal(col, p.argmax(1))
+    # subset accuracy, as scikit-learn scores a multilabel indicator
+    assert clf.score(X, y) == pytest.approx(accuracy_score(y, pred))
+
+
+def test_each_head_equals_the_single_task_model_when_nothing_shared_trains():
+    X, _ = make_images(16)
+    y = _multiclass_y(16)
+    multi = TransferClassifier(**HEAD_ONLY).fit(X, y)
+    proba = multi.predict_proba(X)
+    for t in range(2):
+        single = TransferClassifier(**HEAD_ONLY).fit(X, np.asarray(y[:, t].tolist()))
+        np.testing.assert_allclose(proba[t], single.predict_proba(X), atol=2e-3)
+
+
+def test_a_missing_label_masks_that_task_only():
+    tasks = _tasks.Tasks("multiclass-multioutput", (np.arange(2), np.arange(3)))
+    loss = _tasks.TaskLoss(tasks.widths, False, [0.5, 0.5], label_smoothing=0.1)
+    logits = torch.randn(4, 5, requires_grad=True)
+    targets = torch.tensor([[0, 2], [1, _tasks.MISSING], [1, 0], [_tasks.MISSING, 1]])
+    loss(logits, targets).sum().backward()
+    grad = logits.grad
+    assert grad[1, 2:].abs().sum() == 0 and grad[1, :2].abs().sum() > 0
+    assert grad[3, :2].abs().sum() == 0 and grad[3, 2:].abs().sum() > 0
+    assert grad[0].abs().min() > 0
+
+
+def test_missing_labels_in_fit():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    y[2, 1] = None
+    y[5, 0] = np.nan
+    clf = TransferClassifier(**FAST).fit(X, y)
+    assert [c.tolist() for c in clf.classes_] == _column_labels(np.delete(y, [2, 5], axis=0))
+    # the tasks' losses are means over the images labelled for them
+    np.testing.assert_allclose(clf._task_scales, [0.5 * 12 / 11, 0.5 * 12 / 11])
+    # an image with no label at all takes no part (as a weight of zero)
+    y[7, :] = None
+    assert clf.fit(X, y).n_outputs_ == 2
+    # scoring compares the labelled columns only
+    y_full = clf.predict(X)
+    y_full[2, 1] = None
+    assert clf.score(X, y_full) == 1.0
+
+
+def test_task_weights():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    clf = TransferClassifier(**FAST, task_weights=[3, 1]).fit(X, y)
+    np.testing.assert_allclose(clf._task_scales, [0.75, 0.25])
+    with pytest.raises(ValueError, match="task_weights has shape \\(3,\\); y has 2 target"):
+        clone(clf).set_params(task_weights=[1, 1, 1]).fit(X, y)
+    with pytest.raises(ValueError, match="not all zero"):
+        clone(clf).set_params(task_weights=[0, 0]).fit(X, y)
+    with pytest.raises(ValueError, match="y has 1 target"):
+        clone(clf).set_params(task_weights=[1, 2]).fit(X, y[:, 0].astype(int))
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.zeros((12, 2, 2)), r"1-D or 2-D"),
+    (np.column_stack([np.arange(12) % 2, np.ones(12)]), r"column 1 has a single class \(1"),
+    ([[0, 1]] * 11 + [[1]], r"ragged"),
+    (np.array([[0, "a"]] * 6 + [[1, 2]] * 6, dtype=object), r"column 1 mixes label types"),
+    (np.column_stack([np.arange(12) % 2, np.linspace(0, 1, 12)]), r"column 1 holds continuous"),
+])
+def test_bad_2d_targets_are_refused_clearly(y, match):
+    X, _ = make_images(12)
+    with pytest.raises(ValueError, match=match):
+        TransferClassifier(**FAST).fit(X, y)
+
+
+def test_class_weight_per_column():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    per_column = [{0: 1, 1: 3}, {"a": 2, "b": 1, "c": 1}]
+    w = TransferClassifier(class_weight=per_column)._target_weights(y)
+    expected = (np.where(np.asarray(y[:, 0].tolist()) == 1, 3.0, 1.0)
+                * np.where(y[:, 1] == "a", 2, 1))
+    np.testing.assert_allclose(w, expected)
+    with pytest.raises(ValueError, match="one dict per column"):
+        TransferClassifier(**FAST, class_weight={0: 1, 1: 2}).fit(X, y)
+    TransferClassifier(**FAST, class_weight="balanced").fit(X, y)
+
+
+def test_pickle_warm_start_and_explain():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    clf = TransferClassifier(**FAST).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))
+    with pytest.raises(ValueError, match="fitted on 2"):
+        clf.set_params(warm_start=True).fit(X, y[:, 0].astype(int))
+    assert clf.fit(X, y).n_epochs_ == 2
+    maps = clf.explain(X[:3], task=1, target="b")
+    assert maps.shape == (3, 32, 32) and np.isfinite(maps).all()
+    with pytest.raises(ValueError, match="pass task=<column index in 0..1>"):
+        clf.explain(X[:3])
+    with pytest.raises(ValueError, match=r"not among classes_\[1\]"):
+        clf.explain(X[:3], task=1, target="z")
+
+
+def test_cross_validate_and_grid_search_with_a_scorer_per_task():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+
+    def column_accuracy(t):
+        return make_scorer(lambda yt, yp: accuracy_score(
+            np.asarray(yt[:, t].tolist()).astype(str), np.asarray(yp[:, t].tolist()).astype(str)))
+
+    scoring = {"defect": column_accuracy(0), "kind": column_accuracy(1)}
+    cv = KFold(2, shuffle=True, random_state=0)
+    result = cross_validate(TransferClassifier(**FAST), X, y, cv=cv, scoring=scoring)
+    assert set(result) >= {"test_defect", "test_kind"} and len(result["test_kind"]) == 2
+    search = GridSearchCV(TransferClassifier(**FAST), {"task_weights": [None, [3, 1]]},
+                          cv=cv, scoring=scoring, refit="defect").fit(X, y)
+    assert search.best_estimator_.n_outputs_ == 2
+    assert "mean_test_kind" in search.cv_results_
+
+
+def test_frozen_part_runs_once_for_all_heads(tmp_path):
+    from sktransfer._cache import STATS, clear_memo
+
+    X, _ = make_images(12)
+    clear_memo()
+    STATS.clear()
+    TransferClassifier(**FAST, memory=tmp_path).fit(X, _multiclass_y(12))
+    assert STATS["frozen", "written"] == 12 * 4  # each image's four flips, once
+
+
+def test_export_and_compare_refuse_2d_targets_clearly(tmp_path):
+    from sktransfer import compare, export_onnx
+    from sktransfer._compare import CompareError
+    from sktransfer._onnx import ExportError
+
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    clf = TransferClassifier(**FAST).fit(X, y)
+    with pytest.raises(ExportError, match="2 targets"):
+        export_onnx(clf, tmp_path / "m.onnx")
+    with pytest.raises(CompareError, match="one label per image"):
+        compare(X, y, verbose=False)
+
+
+def test_dask_output_of_several_targets():
+    from sktransfer.dask import _output_spec
+
+    X, _ = make_images(12)
+    clf = TransferClassifier(**FAST).fit(X, _multiclass_y(12))
+    assert _output_spec(clf, "predict") == (["prediction0", "prediction1"], np.dtype(object))
+    with pytest.raises(ValueError, match="use method='predict'"):
+        _output_spec(clf, "predict_proba")
+
+
+def test_regressor_task_weights():
+    from sktransfer import TransferRegressor
+
+    X, y1 = make_images(12)
+    y = np.column_stack([y1 * 2.0, np.arange(12.0)])
+    reg = TransferRegressor(**FAST, task_weights=[1, 0]).fit(X, y)
+    np.testing.assert_allclose(reg._loss_task_weights, [1, 0])
+    assert reg.predict(X).shape == (12, 2)
+    # the second target's loss weighs nothing
+    loss = reg._criterion()
+    pred = torch.zeros(3, 2, requires_grad=True)
+    loss(pred, torch.ones(3, 2)).sum().backward()
+    assert pred.grad[:, 1].abs().sum() == 0 and pred.grad[:, 0].abs().sum() > 0
+    with pytest.raises(ValueError, match="y has 2 target"):
+        clone(reg).set_params(task_weights=[1, 1, 1]).fit(X, y)
