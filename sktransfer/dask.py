@@ -371,11 +371,14 @@ def to_parquet(estimator, X, path, *, client=None, method: str = "transform",
     tmp = f"{target}.sktransfer-tmp-{uuid.uuid4().hex[:8]}"
     try:
         with warnings.catch_warnings():
-            # dask builds a sample of the output column by column to plan
-            # the write; pandas then warns about a fragmented frame.
+            # dask builds samples of the output column by column to plan and
+            # run the write; pandas then warns about a fragmented frame.
             warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            # Zero-padded part names: readers that list files in name order
+            # (pandas, pyarrow) then read the rows in the input's order.
+            kwargs.setdefault("name_function", lambda i: f"part.{i:06d}.parquet")
             job = frame.to_parquet(tmp, compute=False, **kwargs)
-        client.compute(job).result()
+            client.compute(job).result()
         if os.path.exists(target):
             old = f"{target}.sktransfer-old-{uuid.uuid4().hex[:8]}"
             os.replace(target, old)
