@@ -71,6 +71,14 @@ class Tasks:
         return tuple(len(c) for c in self.classes)
 
     @property
+    def label_dtype(self) -> np.dtype:
+        """dtype of predicted labels: the one every task's numbers share, else object."""
+        dtypes = {c.dtype for c in self.classes}
+        if len(dtypes) == 1 and all(c.dtype.kind in "biuf" for c in self.classes):
+            return dtypes.pop()
+        return np.dtype(object)
+
+    @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.widths)])
 
@@ -243,10 +251,7 @@ def labels(proba: list[np.ndarray], tasks: Tasks) -> np.ndarray:
     Numbers when every task's labels are (the dtype they share), else objects.
     """
     columns = [c[p.argmax(axis=1)] for c, p in zip(tasks.classes, proba)]
-    dtypes = {c.dtype for c in tasks.classes}
-    dtype = dtypes.pop() if len(dtypes) == 1 and all(c.dtype.kind in "biuf"
-                                                     for c in tasks.classes) else object
-    out = np.empty((len(proba[0]), len(columns)), dtype=dtype)
+    out = np.empty((len(proba[0]), len(columns)), dtype=tasks.label_dtype)
     for t, col in enumerate(columns):
         out[:, t] = col
     return out

@@ -107,15 +107,13 @@ def _output_spec(estimator, method: str):
     if method == "transform":
         return [str(c) for c in estimator.get_feature_names_out()], np.dtype(np.float32)
     classes = getattr(estimator, "classes_", None)
-    if isinstance(classes, list):  # several targets (a 2-D y)
+    tasks = getattr(final, "_tasks", None)
+    if tasks is not None:  # several targets (a 2-D y)
         if method == "predict_proba":
             raise ValueError(
                 f"method='predict_proba' of a classifier with {len(classes)} targets gives "
                 "one array per target; use method='predict' (one column per target).")
-        dtypes = {c.dtype for c in classes}
-        dtype = dtypes.pop() if len(dtypes) == 1 and all(c.dtype.kind in "biuf"
-                                                         for c in classes) else np.dtype(object)
-        return [f"prediction{k}" for k in range(len(classes))], dtype
+        return [f"prediction{k}" for k in range(len(classes))], tasks.label_dtype
     if method == "predict_proba":
         return [str(c) for c in classes], np.dtype(np.float32)
     if classes is not None:
