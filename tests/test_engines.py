@@ -1,5 +1,6 @@
 """engine=: ONNX Runtime runs the frozen part, exported once per settings."""
 
+import os
 import pickle
 
 import numpy as np
@@ -80,6 +81,22 @@ def test_session_uses_torchs_thread_budget(images, exports):
         assert _engines._SESSIONS[key, n].get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_openvino_shares_the_cores_when_given_fewer_threads(images, exports):
+    pytest.importorskip("openvino")
+    X, _ = images
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # a Dask worker with one thread, next to others
+        PretrainedFeatureExtractor(**dict(ORT, engine="openvino")).fit(X).transform(X)
+    finally:
+        torch.set_num_threads(threads)
+    models = list(_engines._COMPILED.values())
+    assert models and all(m.get_property("INFERENCE_NUM_THREADS") == 1 for m in models)
+    # pinned, each process's single thread could land on the same core
+    expected = (os.cpu_count() or 1) <= 1
+    assert all(bool(m.get_property("ENABLE_CPU_PINNING")) is expected for m in models)
 
 
 def test_classifier_frozen_part_in_onnxruntime(images, exports):
