@@ -75,6 +75,14 @@ BEFORE_CORE = ("before #12: freeze=2, 5 epochs x all four flips, validation_frac
                "300 px")
 
 
+def _round4(seed):
+    from select_transfer_defaults import round4_defaults
+
+    # the parameters below are round4_defaults()'s choice written out
+    assert round4_defaults() == ("core_defaults", True), round4_defaults()
+    return TransferClassifier(random_state=seed, verbose=1, dropout=0.2, tta="auto")
+
+
 def models():
     """name -> (label, factory); factory None: a result kept from before #12."""
     return {
@@ -103,6 +111,14 @@ def models():
         **{f"round3_seed_{k}": (f"TransferClassifier(random_state={k}) with the defaults "
                                 "of the third inner-CV round (dropout=0.5), engine='auto'",
                                 lambda k=k: TransferClassifier(random_state=k, verbose=1))
+           for k in range(5)},
+        # The defaults the fourth round chose (select_transfer_defaults.py,
+        # round4_defaults(): the third round's core_defaults, i.e. dropout
+        # 0.2, with flip TTA), engine="auto", seeds 0-4; they become the
+        # defaults once all five have run, whatever they score.
+        **{f"round4_seed_{k}": (f"TransferClassifier(random_state={k}, dropout=0.2, tta='auto'):"
+                                " the fourth inner-CV round's choice, engine='auto'",
+                                lambda k=k: _round4(k))
            for k in range(5)},
         "before_core_frozen_lr": ("PretrainedFeatureExtractor() + StandardScaler + "
                                   "LogisticRegression, before #12 (224 px)", None),
@@ -249,6 +265,8 @@ def render():
         ("engine_auto", "After #15, engine='auto' (engine_auto rows, dropout 0.2)",
          "the same rule"),
         ("round3", "Defaults of the third inner-CV round (round3 rows, dropout 0.5)",
+         "the same rule, committed before any of these seeds ran"),
+        ("round4", "The fourth inner-CV round's choice (round4 rows, dropout 0.2, flip TTA)",
          "the same rule, committed before any of these seeds ran")])
     paper = "\n".join(f"| {k} | | | {a:.2%} | | {auc:.4f} | | | |"
                       for k, (a, auc) in PAPER.items())

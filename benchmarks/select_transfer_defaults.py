@@ -102,6 +102,85 @@ CORE_CANDIDATES = {
 }
 
 
+# Fourth round (issues #12 and #14), committed on 2026-11-29 before any test
+# score of its settings exists, after the third round's inner results were
+# known (so its first rule is chosen knowing them, and says so).
+#
+# (1) #12, the defaults: round 3's rule looked at flip TTA only for its
+# winner. This round ranks every pair (third-round candidate, TTA off/on) by
+# mean inner accuracy; the best pair, if its projected fit is within 20
+# minutes, becomes the defaults (a tie keeps the fewer changes from today's).
+# No new fit is needed: :func:`round4_defaults` computes it. Its five test
+# seeds are ``bench_transfer.py round4_seed_0..4``; the defaults change to
+# it when they are in, whatever they score, and the README reports them.
+#
+# (2) #14 row (b), sktransfer's best one-line configuration: every pair
+# (candidate of rounds 3 and 4, TTA off/on) with a projected fit within 20
+# minutes; the best mean inner accuracy wins, ties go to the higher mean inner
+# ROC AUC. Its five test seeds are scored once, whatever they give; every
+# candidate is reported. The new candidates below start from today's
+# defaults; auxiliary targets are columns of a 2-D y, scored on the defect
+# column only. A candidate whose first fold projects over 20 minutes is
+# reported as over budget and not run further.
+ROUND4_CANDIDATES = {
+    "r4_aux_type": {"aux": "type"},  # + cell type (mono / poly)
+    "r4_aux_level": {"aux": "level"},  # + the four-level defect probability
+    "r4_lite1": {"backbone": "efficientnet_lite1"},  # the [lite] extra, 5.4 M weights
+}
+
+
+def _pairs(candidates):
+    """(mean inner accuracy, mean inner ROC AUC, candidate, tta) of every 3-fold
+    candidate in ``candidates`` that has run, and whether its projected fit
+    on 1,968 images is within 20 minutes (fastest fold, as in round 3)."""
+    out = []
+    for name in candidates:
+        path = RESULTS / "transfer_selection" / f"{name}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        folds = result["folds"]
+        if result.get("over_budget"):
+            out.append((np.nan, np.nan, name, False, False))
+            continue
+        if len(folds) != 3:
+            continue
+        within = min(f["fit_s"] for f in folds) * 1968 / 1312 <= 20 * 60
+        for tta in (False, True):
+            out.append((np.mean([f[f"tta_{tta}"]["accuracy"] for f in folds]),
+                        np.mean([f[f"tta_{tta}"]["roc_auc"] for f in folds]),
+                        name, tta, within))
+    return out
+
+
+def round4_defaults():
+    """Rule (1): the (candidate, tta) pair that sets the defaults, or None."""
+    pairs = [p for p in _pairs(CORE_CANDIDATES) if p[4]]
+    if len(pairs) != 2 * len(CORE_CANDIDATES):
+        return None
+    # fewer changes first, so that max() keeps them on a tie
+    changes = {name: k for k, name in enumerate(CORE_CANDIDATES)}
+    best = max(pairs, key=lambda p: (p[0], -changes[p[2]], not p[3]))
+    return best[2], best[3]
+
+
+def round4_best():
+    """Rule (2): the pair for #14's row (b), or None before every candidate ran."""
+    candidates = {**CORE_CANDIDATES, **ROUND4_CANDIDATES}
+    pairs = _pairs(candidates)
+    if {p[2] for p in pairs} != set(candidates):
+        return None
+    best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]))
+    return best[2], best[3]
+
+
+def _aux_target(kind, X):
+    """The auxiliary column of a round-4 candidate for the images ``X``."""
+    paths, probability, cell_type = load_elpv()
+    of = dict(zip(paths, cell_type if kind == "type" else probability.astype(str)))
+    return np.array([of[p] for p in X])
+
+
 def _training_part():
     X_train, y_train, _, _ = paper_split()
     paths, probability, cell_type = load_elpv()
@@ -148,21 +227,25 @@ def _fit(params, X_fit, y_fit, core=False):
 
 def _score(model, X_val, y_val):
     t = time.perf_counter()
-    proba = model.predict_proba(X_val)[:, 1]
+    proba = model.predict_proba(X_val)
+    proba = (proba[0] if isinstance(proba, list) else proba)[:, 1]  # aux: the defect column
     return {"accuracy": accuracy_score(y_val, proba >= 0.5),
             "roc_auc": roc_auc_score(y_val, proba), "predict_s": time.perf_counter() - t}
 
 
 def run_cv(name):
-    core = name in CORE_CANDIDATES
-    params = CORE_CANDIDATES[name] if core else CV_CANDIDATES[name]
+    core = name in CORE_CANDIDATES or name in ROUND4_CANDIDATES
+    params = {**CV_CANDIDATES, **CORE_CANDIDATES, **ROUND4_CANDIDATES}[name]
+    aux = params.get("aux")
+    fit_params = {k: v for k, v in params.items() if k != "aux"}
     out = RESULTS / "transfer_selection" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     folds = []
     for k, (X_fit, y_fit, X_val, y_val) in enumerate(inner_folds()):
         print(f"== {name} {params} fold {k}: fit on {len(y_fit)}, score on {len(y_val)}",
               file=sys.stderr, flush=True)
-        model, fit_s = _fit(params, X_fit, y_fit, core)
+        target = y_fit if aux is None else np.column_stack([y_fit, _aux_target(aux, X_fit)])
+        model, fit_s = _fit(fit_params, X_fit, target, core)
         fold = {"fold": k, "n_fit": len(y_fit), "n_inner_valid": len(y_val),
                 "fit_s": fit_s, "epochs_run": model.n_epochs_}
         for tta in (False, True):
@@ -170,11 +253,17 @@ def run_cv(name):
         folds.append(fold)
         print(f"   without TTA {fold['tta_False']['accuracy']:.4f}, with flip TTA "
               f"{fold['tta_True']['accuracy']:.4f}", file=sys.stderr, flush=True)
+        over = k == 0 and fit_s * 1968 / 1312 > 20 * 60
         # Written after every fold, so a long run can be inspected while it goes.
         out.write_text(json.dumps({"candidate": name,
                                    "params": {k: repr(v) for k, v in params.items()},
-                                   "folds": folds, "machine": describe_machine()},
+                                   "folds": folds, "over_budget": over,
+                                   "machine": describe_machine()},
                                   indent=2) + "\n")
+        if over:
+            print(f"   over budget: {fit_s * 1968 / 1312 / 60:.1f} min projected; stopped",
+                  file=sys.stderr, flush=True)
+            break
 
 
 def run(name):
@@ -205,7 +294,8 @@ HEADER = (
     "| projected fit on 1,968 |\n" + "|---" * 11 + "|")
 
 
-def render_cv(candidates=None, intro=None, default_params=None, fold_time=np.mean):
+def render_cv(candidates=None, intro=None, default_params=None, fold_time=np.mean,
+              decide=True):
     """The three-fold table and decision. ``fold_time``: how a candidate's
     fit time per fold is summarised for the 20-minute projection."""
     candidates = CV_CANDIDATES if candidates is None else candidates
@@ -243,6 +333,11 @@ def render_cv(candidates=None, intro=None, default_params=None, fold_time=np.mea
                       if tta else "does not raise it, so `tta=False` is the default."))
     else:
         verdict = "not every candidate has run its 3 folds yet: no decision."
+    if not decide:
+        return f"""
+{HEADER}
+{chr(10).join(rows)}
+"""
     if intro is not None:
         return f"""{intro}
 Decision: {verdict}
@@ -293,6 +388,33 @@ times, and before the last candidate's accuracies, were known). The
 five-seed runs of the chosen defaults measure every fit's time directly."""
 
 
+def render_round4() -> str:
+    """The fourth round's rules and where they stand."""
+    chosen = round4_defaults()
+    best = round4_best()
+    ran = [n for n in ROUND4_CANDIDATES
+           if (RESULTS / "transfer_selection" / f"{n}.json").exists()]
+    table = (render_cv(ROUND4_CANDIDATES, None, "(today's defaults)", fold_time=np.min,
+                       decide=False) if ran else "")
+    return f"""
+## Fourth round (issues #12 and #14)
+
+Rules committed on 2026-11-29, before any test score of their settings, after
+the third round's inner results were known. (1) The defaults: every pair
+(third-round candidate, flip TTA off/on) ranked by mean inner accuracy; the
+best within the 20-minute projection becomes the defaults once its five test
+seeds (`bench_transfer.py round4_seed_0..4`) have run, whatever they score.
+Decision: **{chosen[0] if chosen else 'none yet'}**, TTA
+**{'on' if chosen and chosen[1] else 'off'}** (dropout 0.2, `tta='auto'`).
+(2) Issue #14's row (b): the same ranking over the candidates of rounds 3 and 4
+({', '.join(ROUND4_CANDIDATES)}: auxiliary targets as columns of a 2-D y,
+scored on the defect column; Lite1), ties to the higher inner ROC AUC; a
+candidate whose first fold projects over 20 minutes stops there. Decision:
+{f'**{best[0]}**, TTA ' + ('on' if best[1] else 'off') if best else
+ 'not every round-4 candidate has run (' + (', '.join(ran) or 'none') + ' so far).'}
+{table}"""
+
+
 def _core_machine() -> str:
     path = RESULTS / "transfer_selection" / "core_defaults.json"
     if not path.exists():
@@ -331,6 +453,7 @@ and third candidates the test suite ran on the same 2 cores.
 {render_cv()}
 {render_cv(CORE_CANDIDATES, CORE_INTRO, "(today's defaults)", fold_time=np.min)}
 {_core_machine()}
+{render_round4()}
 ## Machine
 
 {machine_markdown(machine) if machine else ''}
@@ -341,5 +464,5 @@ and third candidates the test suite ran on the same 2 cores.
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
-        run_cv(name) if name in CV_CANDIDATES or name in CORE_CANDIDATES else run(name)
+        run_cv(name) if name not in CANDIDATES else run(name)
     render()
