@@ -24,9 +24,12 @@ See the user guide's "Scaling out" page.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import threading
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,24 +77,53 @@ def _backbone_step(estimator):
     return next((s for s in steps if isinstance(s, BackboneEstimator)), None)
 
 
+#: On a worker: the models it received, by shipment (the last few). Dask's
+#: memory manager may drop a broadcast copy between two tasks and fetch it
+#: again for the next; the model is then found here, not unpickled again.
+_RECEIVED: OrderedDict = OrderedDict()
+_RECEIVED_KEEP = 4
+_RECEIVED_LOCK = threading.Lock()
+
+
 class _Shipped:
     """A fitted estimator and its engine's graphs: what each worker unpickles once.
 
-    The graphs go into the worker's process cache on arrival, so the worker
-    runs the engine right away instead of exporting the network again.
+    Travels as bytes and a token; the first task on a worker that uses it
+    unpickles it and puts the graphs into the worker's process cache, so the
+    worker runs the engine right away instead of exporting the network again.
+    A copy that reaches the worker again (same token) is not unpickled again.
     """
 
     def __init__(self, estimator):
-        self.estimator = estimator
         step = _backbone_step(estimator)
         part = None if step is None else step._engine_part()
-        self.graphs = {} if part is None else part.graphs
+        graphs = {} if part is None else part.graphs
+        self.token = uuid.uuid4().hex
+        self.payload = pickle.dumps((estimator, graphs), protocol=pickle.HIGHEST_PROTOCOL)
+        self._estimator = estimator
+
+    def __getstate__(self):
+        return {"token": self.token, "payload": self.payload}
 
     def __setstate__(self, state):
-        from . import _engines
+        self.__dict__.update(state, _estimator=None)
 
-        self.__dict__.update(state)
-        _engines._GRAPHS.update(self.graphs)
+    @property
+    def estimator(self):
+        if self._estimator is None:
+            from . import _engines
+
+            with _RECEIVED_LOCK:
+                estimator = _RECEIVED.get(self.token)
+                if estimator is None:
+                    estimator, graphs = pickle.loads(self.payload)
+                    _engines._GRAPHS.update(graphs)
+                    _RECEIVED[self.token] = estimator
+                    while len(_RECEIVED) > _RECEIVED_KEEP:
+                        _RECEIVED.popitem(last=False)
+                _RECEIVED.move_to_end(self.token)
+            self._estimator = estimator
+        return self._estimator
 
 
 def _output_spec(estimator, method: str):

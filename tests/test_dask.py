@@ -1,6 +1,7 @@
 """sktransfer.dask and our estimators on a Dask LocalCluster (2 workers x 1 thread)."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import ImageError, PretrainedFeatureExtractor, TransferClassifier, _device
+from sktransfer._persistence import UNPICKLED
 
 from .conftest import TINY, make_images
 
@@ -83,6 +85,19 @@ def test_model_reaches_each_worker_once(client, files, extractor):
     skd.transform(extractor, files[0], partition_size=3).compute()  # 10 tasks
     after = _unpickled(client)
     assert {w: after[w] - before[w] for w in after} == dict.fromkeys(after, 1)
+
+
+def test_a_model_fetched_again_is_not_unpickled_again(files, extractor):
+    # Dask's memory manager may drop a worker's broadcast copy between tasks
+    # and fetch it again: the second arrival reuses the first's model.
+    paths = files[0][:3]
+    data = pickle.dumps(skd._Shipped(extractor))
+    before = sum(UNPICKLED.values())
+    first, again = pickle.loads(data), pickle.loads(data)
+    assert sum(UNPICKLED.values()) == before  # nothing unpickled until a task uses it
+    np.testing.assert_array_equal(first.estimator.transform(paths), extractor.transform(paths))
+    assert again.estimator is first.estimator
+    assert sum(UNPICKLED.values()) - before == 1
 
 
 def test_classifier_predictions_and_probabilities(client, files):
