@@ -9,6 +9,7 @@ build theirs: ``{**BackboneEstimator._parameter_constraints, ...}``.
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -112,6 +113,10 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         """
         if self.engine_ == "torch" or stop == 0:
             return None
+        if not _engines.available(self.engine_):
+            self._engine_missing()
+            if self.engine_ == "torch":
+                return None
 
         def key_of(start, end, end_pool):
             return _engines.graph_key(backbone=self.backbone,
@@ -126,6 +131,21 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         if part is None:
             self.engine_ = "torch"
         return part
+
+    def _engine_missing(self) -> None:
+        """Loaded where the engine it was fitted with is not installed."""
+        name, missing = type(self).__name__, self.engine_
+        if self.engine != "auto":
+            raise ImportError(
+                f"This {name} was fitted with engine={missing!r}, which needs onnx, onnxscript "
+                f"and {missing}: pip install onnx onnxscript {missing} in this environment, "
+                f"or refit with engine='auto' or 'torch'.")
+        self.engine_ = _engines.resolve("auto", device=self.device_, owner=name)
+        warnings.warn(
+            f"{name} was fitted with engine={missing!r} (engine='auto'), which is not "
+            f"installed here: running the frozen part with {self.engine_!r} instead (the "
+            "same network and weights, numerics within the precision's noise).", UserWarning,
+            stacklevel=4)
 
     @property
     def _dtype(self) -> torch.dtype:

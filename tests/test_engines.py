@@ -99,6 +99,28 @@ def test_openvino_shares_the_cores_when_given_fewer_threads(images, exports):
     assert all(bool(m.get_property("ENABLE_CPU_PINNING")) is expected for m in models)
 
 
+def test_a_model_loaded_where_its_engine_is_missing(images, exports, monkeypatch):
+    pytest.importorskip("openvino")
+    X, _ = images
+    fitted = PretrainedFeatureExtractor(**dict(ORT, engine="openvino", precision="float32"))
+    expected = fitted.fit(X).transform(X)
+    data = pickle.dumps(fitted)
+    installed = _engines.available
+    monkeypatch.setattr(_engines, "available",
+                        lambda engine: engine != "openvino" and installed(engine))
+    loaded = pickle.loads(data)
+    with pytest.raises(ImportError, match=r"fitted with engine='openvino'.*"
+                                          r"pip install onnx onnxscript openvino"):
+        loaded.transform(X)
+    # as if fitted with engine="auto" on a machine with openvino: another engine runs
+    loaded = pickle.loads(data)
+    loaded.engine = "auto"
+    with pytest.warns(UserWarning, match="running the frozen part with 'onnxruntime'"):
+        got = loaded.transform(X)
+    assert loaded.engine_ == "onnxruntime"
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 def test_classifier_frozen_part_in_onnxruntime(images, exports):
     X, y = images
     params = dict(max_epochs=2, augment="flips", dropout=0.0)
