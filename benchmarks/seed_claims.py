@@ -360,7 +360,7 @@ higher. {verdict}
             lines.append(f"| {label} | {r['accuracy']:.2%} | {r['roc_auc']:.4f} "
                          f"| {r['fit_s']:.0f} s |")
         # The estimator's defaults as they are now: the rows of the committed
-        # third inner-CV round (dropout 0.5, engine "auto").
+        # fourth inner-CV round (dropout 0.2, flip TTA, engine "auto").
         seeds = default_seed_results(CURRENT_DEFAULTS)
         d = seeds[0] if seeds else None
         if d is not None:

@@ -441,13 +441,10 @@ _SHARED_PARAMETERS_END = """
         atomically, so processes may share the directory. Size per image and
         view: the frozen part's output (EfficientNet-Lite0, 300 px,
         ``trainable_stages=1``: 112 x 19 x 19 in bf16, 81 kB).
-    tta : bool or "auto", default=False
+    tta : bool or "auto", default=@TTA_DEFAULT@
         Test-time augmentation: predictions average the logits of the four
         flips of each image (four times the prediction cost). ``"auto"``:
-        when ``augment="flips"``. On ELPV, with the default training, it did
-        not raise inner cross-validated accuracy (89.38 % against 89.43 %
-        without), so it is off by default
-        (``benchmarks/results/transfer_selection.md``).
+        when ``augment="flips"``.@TTA_WHY@
     task_weights : array-like of shape (n_targets,) or None, default=None
         With several target columns (a 2-D ``y``): relative weights of the
         columns' losses, normalised to sum 1; the loss is their weighted
@@ -478,6 +475,19 @@ _SHARED_PARAMETERS_END = """
         an int, the global random generators of numpy, Python and torch are
         left as they were.
 """
+
+
+def _end(tta_default: str, tta_why: str) -> str:
+    return (_SHARED_PARAMETERS_END.replace("@TTA_DEFAULT@", tta_default)
+            .replace("@TTA_WHY@", tta_why))
+
+
+_CLASSIFIER_END = _end('"auto"', """ On ELPV, the fourth round of inner
+        cross-validation chose flip TTA with ``dropout=0.2``: the best mean
+        inner accuracy of every setting and TTA tried
+        (``benchmarks/results/transfer_selection.md``).""")
+_REGRESSOR_END = _end("False", "")
+
 
 _SHARED_ATTRIBUTES = """
     model_ : sktransfer._network.BackboneNetwork
@@ -527,11 +537,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     accuracy. See the user guide's multi-task section.
 
     Parameters
-    ----------{_SHARED_PARAMETERS}    dropout : float, default=0.5
-        Dropout before the new linear head. 0.5 had the best mean accuracy
-        in the third round of inner cross-validation on ELPV (89.28 %
-        against 89.13 % at 0.2 and 88.87 % at weight decay 0.1, within one
-        standard error: ``benchmarks/results/transfer_selection.md``).
+    ----------{_SHARED_PARAMETERS}    dropout : float, default=0.2
+        Dropout before the new linear head.
 {_SHARED_PARAMETERS_MID}    class_weight : dict, list of dict, "balanced" or None, default=None
         Weights of the classes in the loss, as in scikit-learn: a dict maps
         the labels of ``y`` (as given, e.g. strings) to weights. With a 2-D
@@ -539,7 +546,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         ``"balanced"``; an image's weight is the product over its labelled
         columns.
     label_smoothing : float, default=0.1
-        Label smoothing of the cross-entropy loss.{_SHARED_PARAMETERS_END}
+        Label smoothing of the cross-entropy loss.{_CLASSIFIER_END}
     Attributes
     ----------
     classes_ : ndarray or list of ndarray
@@ -573,10 +580,10 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
 
     def __init__(self, *, backbone="efficientnet_lite0", weights="DEFAULT", trainable_stages=1,
                  image_size="auto", augment="flips", max_epochs=20, batch_size=32, lr=1e-3,
-                 backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.5,
+                 backbone_lr_mult=1.0, weight_decay=0.01, max_grad_norm=1.0, dropout=0.2,
                  validation_fraction=None, patience=5, class_weight=None,
                  label_smoothing=0.1, device="auto", precision="auto", engine="auto",
-                 n_jobs=None, memory=None, tta=False, task_weights=None, warm_start=False,
+                 n_jobs=None, memory=None, tta="auto", task_weights=None, warm_start=False,
                  checkpoint_dir=None, verbose=0, random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, trainable_stages=trainable_stages,
@@ -809,7 +816,7 @@ class TransferRegressor(RegressorMixin, _TransferBase):
     Parameters
     ----------{_SHARED_PARAMETERS}    dropout : float, default=0.2
         Dropout before the new linear head.
-{_SHARED_PARAMETERS_MID}{_SHARED_PARAMETERS_END}
+{_SHARED_PARAMETERS_MID}{_REGRESSOR_END}
     Attributes
     ----------
     n_targets_ : int
