@@ -170,8 +170,8 @@ def round4_best():
     pairs = _pairs(candidates)
     if {p[2] for p in pairs} != set(candidates):
         return None
-    best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]))
-    return best[2], best[3]
+    best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]), default=None)
+    return None if best is None else (best[2], best[3])
 
 
 def _aux_target(kind, X):
@@ -405,7 +405,7 @@ the third round's inner results were known. (1) The defaults: every pair
 best within the 20-minute projection becomes the defaults once its five test
 seeds (`bench_transfer.py round4_seed_0..4`) have run, whatever they score.
 Decision: **{chosen[0] if chosen else 'none yet'}**, TTA
-**{'on' if chosen and chosen[1] else 'off'}** (dropout 0.2, `tta='auto'`).
+**{'on' if chosen and chosen[1] else 'off'}**.
 (2) Issue #14's row (b): the same ranking over the candidates of rounds 3 and 4
 ({', '.join(ROUND4_CANDIDATES)}: auxiliary targets as columns of a 2-D y,
 scored on the defect column; Lite1), ties to the higher inner ROC AUC; a

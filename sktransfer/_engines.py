@@ -12,6 +12,7 @@ Which is fastest depends on the CPU: ``benchmarks/results/engines.md``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,7 +50,9 @@ class Prefix(nn.Module):
         return out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)
 
 
+@functools.cache
 def _importable(*names) -> bool:
+    # asked for every batch (a model loaded where its engine is missing)
     import importlib.util
 
     return all(importlib.util.find_spec(n) is not None for n in names)
