@@ -20,9 +20,9 @@ EXACT = dict(TINY, precision="float32")  # torch at float32: what ONNX Runtime c
 @pytest.fixture
 def exports(monkeypatch):
     """Counts graph exports; starts from an empty process cache."""
-    monkeypatch.setattr(_engines, "_GRAPHS", {})
-    monkeypatch.setattr(_engines, "_SESSIONS", {})
-    monkeypatch.setattr(_engines, "_COMPILED", {})
+    monkeypatch.setattr(_engines, "_GRAPHS", _engines._Recent(16))
+    monkeypatch.setattr(_engines, "_SESSIONS", _engines._Recent(8))
+    monkeypatch.setattr(_engines, "_COMPILED", _engines._Recent(8))
     calls = []
     export = _engines._export
 
@@ -181,3 +181,13 @@ def test_auto_rule(monkeypatch):
     with pytest.raises(ImportError, match="pip install onnx onnxscript openvino"):
         _engines.resolve("openvino", device=cpu, owner="x")
     assert _engines.resolve("auto", device=torch.device("meta"), owner="x") == "torch"
+
+
+def test_process_caches_keep_the_most_recently_used_entries():
+    cache = _engines._Recent(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1  # used: "b" is now the oldest
+    cache.update({"c": 3})
+    assert list(cache) == ["a", "c"]
+    assert cache.get("b") is None
+    assert all(c.size for c in (_engines._GRAPHS, _engines._SESSIONS, _engines._COMPILED))
