@@ -316,8 +316,8 @@ def render():
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     # no parts: only render (argparse refuses an empty list against choices)
-    parser.add_argument("parts", nargs="*", choices=["throughput", "large", "search", "search_head", "fit_pair",
-                                         []])
+    parser.add_argument("parts", nargs="*", choices=[
+        "throughput", "large", "search", "search_head", "fit_pair", []])
     parser.add_argument("--n", type=int, default=None)
     args = parser.parse_args()
     for part in args.parts:
