@@ -304,10 +304,10 @@ def render():
         lines += ["", f"Median fit with a filled store {med['memory'] / med['uncached']:.2f}x "
                   "one without: `memory=` saves the frozen pass (outside the epochs), not the "
                   "training of the last stage, which is most of a default fit. The same "
-                  f"training epochs took {min(epochs):.0f} to {max(epochs):.0f} s across these "
-                  f"four fits ({max(epochs) / min(epochs) - 1:.0%} apart) on this shared "
-                  "machine: the half-hour searches above ran one after the other, and their "
-                  "ratio carries drift of that size.", ""]
+                  f"training epochs took {min(epochs):.0f} to {max(epochs):.0f} s across "
+                  f"these {len(epochs)} fits ({max(epochs) / min(epochs) - 1:.0%} apart) on "
+                  "this shared machine: the half-hour searches above ran one after the "
+                  "other, and their ratio carries drift of that size.", ""]
     machine = next(iter(parts.values())).get("machine")
     lines += ["## Machine", "", machine_markdown(machine) if machine else ""]
     (RESULTS / "dask.md").write_text("\n".join(lines) + "\n")
