@@ -44,6 +44,32 @@ _MEMO_BYTES = [0]
 MEMO_LIMIT_BYTES = 1 << 30
 
 
+class _Recent(OrderedDict):
+    """A dict that keeps its ``size`` most recently used entries: a long-lived
+    process (a notebook, a Dask worker) searching over ``image_size`` or
+    ``trainable_stages`` would otherwise keep every graph and compiled model."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+    def update(self, other=(), /, **kwargs):
+        for key, value in dict(other, **kwargs).items():
+            self[key] = value
+
+
 def memory_location(memory) -> str | None:
     """The directory of a ``memory`` parameter (str, path or joblib.Memory), or None."""
     from sklearn.utils.validation import check_memory

@@ -18,41 +18,15 @@ import json
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._cache import _Recent
+
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-
-
-
-class _Recent(OrderedDict):
-    """A dict that keeps its ``size`` most recently used entries: a long-lived
-    process (a notebook, a Dask worker) searching over ``image_size`` or
-    ``trainable_stages`` would otherwise keep every graph and compiled model."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def get(self, key, default=None):
-        if key not in self:
-            return default
-        self.move_to_end(key)
-        return self[key]
-
-    def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-    def update(self, other=(), /, **kwargs):
-        for key, value in dict(other, **kwargs).items():
-            self[key] = value
 
 
 _GRAPHS = _Recent(16)  # key -> serialised ONNX graph

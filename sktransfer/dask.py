@@ -29,10 +29,11 @@ import shutil
 import threading
 import uuid
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+
+from ._cache import _Recent
 
 __all__ = ["transform", "to_parquet"]
 
@@ -80,8 +81,7 @@ def _backbone_step(estimator):
 #: On a worker: the models it received, by shipment (the last few). Dask's
 #: memory manager may drop a broadcast copy between two tasks and fetch it
 #: again for the next; the model is then found here, not unpickled again.
-_RECEIVED: OrderedDict = OrderedDict()
-_RECEIVED_KEEP = 4
+_RECEIVED = _Recent(4)
 _RECEIVED_LOCK = threading.Lock()
 
 
@@ -119,9 +119,6 @@ class _Shipped:
                     estimator, graphs = pickle.loads(self.payload)
                     _engines._GRAPHS.update(graphs)
                     _RECEIVED[self.token] = estimator
-                    while len(_RECEIVED) > _RECEIVED_KEEP:
-                        _RECEIVED.popitem(last=False)
-                _RECEIVED.move_to_end(self.token)
             self._estimator = estimator
         return self._estimator
 
