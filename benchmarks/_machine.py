@@ -14,7 +14,7 @@ def describe_machine() -> dict:
     import torchvision
 
     from sktransfer import __version__
-    from sktransfer._device import cpu_has_native_bf16
+    from sktransfer._device import cpu_has_amx, cpu_has_native_bf16
 
     cpu = platform.processor() or "unknown"
     try:
@@ -38,6 +38,7 @@ def describe_machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "memory_gib": mem_gib,
         "native_bf16": cpu_has_native_bf16(),
+        "amx": cpu_has_amx(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -50,3 +51,28 @@ def describe_machine() -> dict:
 
 def machine_markdown(machine: dict) -> str:
     return "\n".join(f"- {k}: {v}" for k, v in machine.items())
+
+
+def machine_kind(machine: dict) -> str:
+    """What makes fit times comparable between two results: the CPU and its
+    bf16 support (without it, training runs in float32, ~2-3x slower here)."""
+    bf16 = "native bf16" if machine.get("native_bf16") else "no native bf16"
+    return f"{machine['cpu']}, {machine['cpu_count']} CPUs, {bf16}"
+
+
+def require_reference_cpu(what: str) -> None:
+    """Stop unless this CPU is the kind the time budgets were fixed on.
+
+    The 20-minute fit budgets of the ELPV selection rules and five-seed bars
+    were fixed on 2-core machines whose CPU runs bf16 natively (AMX /
+    AVX512-BF16); without it sktransfer trains in float32, ~2-3x slower, and
+    every candidate would read as over budget for the machine's sake.
+    ``SKTRANSFER_BENCH_ANY_CPU=1`` runs anyway (the results record the CPU).
+    """
+    from sktransfer._device import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16() and os.environ.get("SKTRANSFER_BENCH_ANY_CPU") != "1":
+        raise SystemExit(
+            f"{what}: this CPU has no native bf16 (no amx_bf16 / avx512_bf16 flag), so its "
+            "fit times cannot be held against budgets fixed on CPUs that have it. Run it on "
+            "such a machine, or set SKTRANSFER_BENCH_ANY_CPU=1 to run anyway.")

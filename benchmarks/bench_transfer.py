@@ -46,7 +46,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe_machine, machine_markdown  # noqa: E402
+from _machine import (  # noqa: E402
+    describe_machine,
+    machine_markdown,
+    require_reference_cpu,
+)
 
 from sktransfer import PretrainedFeatureExtractor, TransferClassifier  # noqa: E402
 from sktransfer.datasets import load_elpv  # noqa: E402
@@ -81,6 +85,40 @@ def _round4(seed):
     # the parameters below are round4_defaults()'s choice written out
     assert round4_defaults() == ("core_defaults", True), round4_defaults()
     return TransferClassifier(random_state=seed, verbose=1, dropout=0.2, tta="auto")
+
+
+def _row_b(seed):
+    """#14 row (b): the (candidate, TTA) pair of ``round4_best()``, seed ``seed``.
+
+    Returns the model and the auxiliary target's kind (None: the defect alone).
+    """
+    from select_transfer_defaults import CORE_CANDIDATES, ROUND4_CANDIDATES, round4_best
+
+    best = round4_best()
+    if best is None:
+        raise SystemExit("row (b): not every round-4 candidate has run; run "
+                         "select_transfer_defaults.py with the ones missing first.")
+    name, tta = best
+    params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES}[name])
+    aux = params.pop("aux", None)
+    return TransferClassifier(random_state=seed, verbose=1, tta=tta, **params), aux
+
+
+def _row_b_label(seed):
+    from select_transfer_defaults import CORE_CANDIDATES, ROUND4_CANDIDATES, round4_best
+
+    best = round4_best()
+    if best is None:
+        return f"#14 row (b), seed {seed}: round4_best()'s choice (not decided yet)"
+    name, tta = best
+    params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES}[name])
+    aux = params.pop("aux", None)
+    args = ", ".join([f"random_state={seed}", *(f"{k}={v!r}" for k, v in params.items()),
+                      f"tta={tta}"])
+    target = {None: "", "type": " with y = (defect, cell type)",
+              "level": " with y = (defect, defect probability level)"}[aux]
+    return (f"TransferClassifier({args}){target}: #14 row (b), round4_best()'s choice "
+            f"({name}), engine='auto'")
 
 
 def models():
@@ -120,6 +158,12 @@ def models():
                                 " the fourth inner-CV round's choice, engine='auto'",
                                 lambda k=k: _round4(k))
            for k in range(5)},
+        # #14 row (b): sktransfer's best one-line configuration, chosen by
+        # select_transfer_defaults.round4_best() on inner folds of the training
+        # part (rule committed in 1c38841, before any of these ran); scored
+        # once per seed, whatever they give. Bar: mean over seeds 0-4 >=
+        # 89.5 % accuracy and ROC AUC >= 0.945, every fit <= 20 min.
+        **{f"row_b_seed_{k}": (_row_b_label(k), lambda k=k: _row_b(k)) for k in range(5)},
         "before_core_frozen_lr": ("PretrainedFeatureExtractor() + StandardScaler + "
                                   "LogisticRegression, before #12 (224 px)", None),
         "before_core_default": (f"TransferClassifier(random_state=0), {BEFORE_CORE}", None),
@@ -175,19 +219,70 @@ def five_seed_bar_met(seeds):
             and max(r["fit_s"] for r in seeds) <= 20 * 60)
 
 
+def row_b_results():
+    """The five-seed results of #14's row (b), or fewer while they run.
+
+    When ``round4_best()`` picks the fourth round's defaults with TTA, row (b)
+    is the same model as the ``round4`` rows and those are its results.
+    """
+    from select_transfer_defaults import round4_best
+
+    if round4_best() == ("core_defaults", True):
+        return default_seed_results("round4")
+    paths = sorted((RESULTS / "transfer").glob("row_b_seed_*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def row_b_bar_met(seeds):
+    """#14's bar for row (b): over seeds 0-4, mean accuracy >= 89.5 % and mean
+    ROC AUC >= 0.945, every fit <= 20 min."""
+    return (len(seeds) == 5 and np.mean([r["accuracy"] for r in seeds]) >= 0.895
+            and np.mean([r["roc_auc"] for r in seeds]) >= 0.945
+            and max(r["fit_s"] for r in seeds) <= 20 * 60)
+
+
+def _row_b_summary():
+    from select_transfer_defaults import round4_best
+
+    best = round4_best()
+    if best is None:
+        return ("\n#14 row (b), sktransfer's best one-line configuration: not chosen yet "
+                "(not every round-4 candidate of `select_transfer_defaults.py` has run).\n")
+    seeds = row_b_results()
+    head = (f"\n#14 row (b), sktransfer's best one-line configuration: `round4_best()` chose "
+            f"{best[0]} with TTA {'on' if best[1] else 'off'} on the inner folds")
+    if not seeds:
+        return head + "; its test seeds have not run.\n"
+    acc = [r["accuracy"] for r in seeds]
+    verdict = ("**met**" if row_b_bar_met(seeds) else "**not met**" if len(seeds) == 5
+               else "not all five seeds have run")
+    return (f"{head}. Test seeds ({', '.join(f'{a:.2%}' for a in acc)}): accuracy "
+            f"{np.mean(acc):.2%}, ROC AUC {np.mean([r['roc_auc'] for r in seeds]):.4f}, fit "
+            f"{max(r['fit_s'] for r in seeds) / 60:.1f} min at most. Bar (mean over seeds 0-4 "
+            f">= 89.5 % and ROC AUC >= 0.945, every fit <= 20 min): {verdict}.\n")
+
+
 def run(name):
     label, make = models()[name]
     if make is None:
         raise SystemExit(f"{name}: a result kept from before issue #12, not re-runnable "
                          "with today's parameters.")
+    if name != "frozen_lr":
+        require_reference_cpu(name)  # the fine-tuning rows' bars include fit <= 20 min
     X_train, y_train, X_test, y_test = paper_split()
-    model = make()
+    model, aux = made if isinstance(made := make(), tuple) else (made, None)
     print(f"== {name}: {label}", file=sys.stderr, flush=True)
+    target = y_train
+    if aux is not None:
+        from select_transfer_defaults import _aux_target
+
+        target = np.column_stack([y_train, _aux_target(aux, X_train)])
     t = time.perf_counter()
-    model.fit(X_train, y_train)
+    model.fit(X_train, target)
     fit_s = time.perf_counter() - t
     t = time.perf_counter()
-    proba = model.predict_proba(X_test)[:, 1]
+    proba = model.predict_proba(X_test)
+    proba = (proba[0] if isinstance(proba, list) else proba)[:, 1]  # aux: the defect column
     predict_s = time.perf_counter() - t
     pred = (proba >= 0.5).astype(int)
     result = {
@@ -267,7 +362,7 @@ def render():
         ("round3", "Defaults of the third inner-CV round (round3 rows, dropout 0.5)",
          "the same rule, committed before any of these seeds ran"),
         ("round4", "The fourth inner-CV round's choice (round4 rows, dropout 0.2, flip TTA)",
-         "the same rule, committed before any of these seeds ran")])
+         "the same rule, committed before any of these seeds ran")]) + _row_b_summary()
     paper = "\n".join(f"| {k} | | | {a:.2%} | | {auc:.4f} | | | |"
                       for k, (a, auc) in PAPER.items())
     text = f"""# Fine-tuning on ELPV (Deitsch et al. 2019 protocol)

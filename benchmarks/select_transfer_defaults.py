@@ -48,7 +48,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe_machine, machine_markdown
+from _machine import describe_machine, machine_markdown, require_reference_cpu
 from bench_transfer import paper_split
 
 from sktransfer import TransferClassifier
@@ -238,6 +238,7 @@ def run_cv(name):
     params = {**CV_CANDIDATES, **CORE_CANDIDATES, **ROUND4_CANDIDATES}[name]
     aux = params.get("aux")
     fit_params = {k: v for k, v in params.items() if k != "aux"}
+    require_reference_cpu(name)  # its fold times feed the 20-minute projection
     out = RESULTS / "transfer_selection" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     folds = []
