@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ from sktransfer.datasets import load_elpv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "multitask"
+GUIDE = Path(__file__).parents[1] / "docs" / "user_guide.md"
 CONFIGS = {"defect": (), "defect+type": ("type",), "defect+level": ("level",),
            "all": ("type", "level")}
 SIZES = ("100", "300", "all")
@@ -116,11 +118,99 @@ def paired_interval(diffs):
     return d.mean(), d.mean() - half, d.mean() + half
 
 
-def render():
-    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
-    if not rows:
-        return
-    by = {(r["config"], r["size"], r["seed"]): r for r in rows}
+def _results():
+    return {(r["config"], r["size"], r["seed"]): r
+            for r in (json.loads(p.read_text()) for p in sorted(OUT.glob("*.json")))}
+
+
+def summary(by=None):
+    """One dict per (size, configuration) that has results: means, paired
+    differences to ``defect`` alone with their 95 % intervals, cost, verdict."""
+    by = _results() if by is None else by
+    out = []
+    for size in SIZES:
+        for config in CONFIGS:
+            seeds = sorted(s for (c, z, s) in by if c == config and z == size)
+            if not seeds:
+                continue
+            row = {"config": config, "size": size, "seeds": seeds,
+                   "accuracy": np.mean([by[config, size, s]["accuracy"] for s in seeds]),
+                   "roc_auc": np.mean([by[config, size, s]["roc_auc"] for s in seeds])}
+            out.append(row)
+            if config == "defect":
+                continue
+            paired = [s for s in seeds if ("defect", size, s) in by]
+            # fit times compare only between fits on the same kind of machine
+            timed = [s for s in paired if machine_kind(by[config, size, s]["machine"])
+                     == machine_kind(by["defect", size, s]["machine"])]
+            row["paired"] = paired
+            row["cost"] = (np.mean([by[config, size, s]["fit_s"] / by["defect", size, s]["fit_s"]
+                                    for s in timed]) if timed else float("nan"))
+            if len(paired) < 2:
+                row["verdict"] = "fewer than 2 paired seeds"
+                continue
+            for metric in ("accuracy", "roc_auc"):
+                row[f"delta_{metric}"] = paired_interval(
+                    [by[config, size, s][metric] - by["defect", size, s][metric]
+                     for s in paired])
+            helps = [row[f"delta_{m}"][1] > 0 for m in ("accuracy", "roc_auc")]
+            hurts = [row[f"delta_{m}"][2] < 0 for m in ("accuracy", "roc_auc")]
+            row["verdict"] = ("helps (accuracy and AUC)" if all(helps) else
+                              "helps accuracy" if helps[0] else "helps AUC" if helps[1] else
+                              "does not help")
+            if any(hurts):  # an interval wholly below zero: say so
+                row["verdict"] += ("; lowers " + " and ".join(
+                    m for m, h in zip(("accuracy", "AUC"), hurts) if h))
+            if len(paired) < 5:
+                row["verdict"] += f" (so far: {len(paired)} of 5 seeds)"
+    return out
+
+
+def _delta(row, metric):
+    if f"delta_{metric}" not in row:
+        return ""
+    if metric == "accuracy":
+        m, lo, hi = (100 * v for v in row["delta_accuracy"])
+        return f"{m:+.2f} pt [{lo:+.2f}, {hi:+.2f}]"
+    m, lo, hi = row[f"delta_{metric}"]
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def guide_block(rows):
+    """The user guide's table of measured answers (between its multitask markers)."""
+    lines = ["| auxiliary columns | training images | seeds | Δ defect accuracy [95 % CI] "
+             "| Δ defect ROC AUC [95 % CI] | fit time vs defect alone | answer |",
+             "|---|---|---|---|---|---|---|"]
+    names = {"defect+type": "cell type", "defect+level": "defect level",
+             "all": "cell type + defect level"}
+    for r in rows:
+        if r["config"] != "defect":
+            size = "1,968 (all)" if r["size"] == "all" else r["size"]
+            lines.append(f"| {names[r['config']]} | {size} | {len(r.get('paired', []))} "
+                         f"| {_delta(r, 'accuracy')} | {_delta(r, 'roc_auc')} "
+                         f"| {r['cost']:.2f}x | {r['verdict']} |")
+    ran = [z for z in SIZES if any(r["size"] == z for r in rows)]
+    missing = [z for z in SIZES if z not in ran]
+    note = (f"\nNot run yet: {', '.join(missing)} training images.\n" if missing else "")
+    table = "\n".join(lines) + "\n" + note if len(lines) > 2 else "No results yet.\n"
+    return "<!-- multitask:start -->\n" + table + "<!-- multitask:end -->"
+
+
+def guide_with_block(text, block):
+    return re.sub(r"<!-- multitask:start -->.*?<!-- multitask:end -->", lambda m: block,
+                  text, flags=re.S)
+
+
+def render(write=True):
+    """Render ``results/multitask.md`` and the user guide's table; returns the
+    guide's block (``write=False``: nothing written, for the docs test)."""
+    by = _results()
+    rows = summary(by)
+    block = guide_block(rows)
+    if write and GUIDE.exists():
+        GUIDE.write_text(guide_with_block(GUIDE.read_text(), block))
+    if not write or not rows:
+        return block
     lines = ["# Multi-task transfer on ELPV (issue #14)", "",
              "Generated by `benchmarks/bench_multitask.py` from `multitask/*.json`. "
              "Defect accuracy and ROC AUC on the 656 test images of Deitsch et al.'s split; "
@@ -130,44 +220,18 @@ def render():
              "| configuration | training images | seeds | accuracy | Δ accuracy [95 % CI] "
              "| ROC AUC | Δ ROC AUC [95 % CI] | fit time vs defect alone | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for size in SIZES:
-        for config in CONFIGS:
-            seeds = sorted(s for (c, z, s) in by if c == config and z == size)
-            if not seeds:
-                continue
-            acc = np.mean([by[config, size, s]["accuracy"] for s in seeds])
-            auc = np.mean([by[config, size, s]["roc_auc"] for s in seeds])
-            if config == "defect":
-                lines.append(f"| {config} | {size} | {len(seeds)} | {acc:.2%} | | {auc:.4f} "
-                             "| | 1.00x | |")
-                continue
-            paired = [s for s in seeds if ("defect", size, s) in by]
-            cells, verdict = [], "fewer than 2 paired seeds"
-            # fit times compare only between fits on the same kind of machine
-            timed = [s for s in paired if machine_kind(by[config, size, s]["machine"])
-                     == machine_kind(by["defect", size, s]["machine"])]
-            ratio = np.mean([by[config, size, s]["fit_s"] / by["defect", size, s]["fit_s"]
-                             for s in timed]) if timed else float("nan")
-            if len(paired) >= 2:
-                helps = []
-                for metric, scale in (("accuracy", 100), ("roc_auc", 1)):
-                    m, lo, hi = paired_interval(
-                        [by[config, size, s][metric] - by["defect", size, s][metric]
-                         for s in paired])
-                    unit = " pt" if scale == 100 else ""
-                    cells.append(f"{m * scale:+.2f}{unit} [{lo * scale:+.2f}, {hi * scale:+.2f}]")
-                    helps.append(lo > 0)
-                verdict = ("helps (accuracy and AUC)" if all(helps) else
-                           "helps accuracy" if helps[0] else "helps AUC" if helps[1] else
-                           "does not help")
-            else:
-                cells = ["", ""]
-            lines.append(f"| {config} | {size} | {len(seeds)} | {acc:.2%} | {cells[0]} "
-                         f"| {auc:.4f} | {cells[1]} | {ratio:.2f}x | {verdict} |")
+    for r in rows:
+        if r["config"] == "defect":
+            lines.append(f"| defect | {r['size']} | {len(r['seeds'])} | {r['accuracy']:.2%} "
+                         f"| | {r['roc_auc']:.4f} | | 1.00x | |")
+        else:
+            lines.append(f"| {r['config']} | {r['size']} | {len(r['seeds'])} "
+                         f"| {r['accuracy']:.2%} | {_delta(r, 'accuracy')} | {r['roc_auc']:.4f} "
+                         f"| {_delta(r, 'roc_auc')} | {r['cost']:.2f}x | {r['verdict']} |")
     lines += ["", "Cost bar: a k-task fit <= 1.15x the single-task fit's time (the mean "
               "over seeds of each seed's ratio, both fits on the same kind of machine).", ""]
     kinds = {}
-    for r in rows:
+    for r in by.values():
         kinds.setdefault(machine_kind(r["machine"]), []).append(r)
     lines += ["## Machines" if len(kinds) > 1 else "## Machine", ""]
     for kind, on in kinds.items():
@@ -177,7 +241,8 @@ def render():
             lines += [f"### {kind}", "", "Ran here (size, seed): "
                       + ", ".join(f"{z} / {s}" for z, s in runs), ""]
         lines += [machine_markdown(on[0]["machine"]), ""]
-    (RESULTS / "multitask.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "multitask.md").write_text("\n".join(lines))
+    return block
 
 
 if __name__ == "__main__":
@@ -190,4 +255,4 @@ if __name__ == "__main__":
         for seed in args.seeds:
             for config in args.configs:
                 run(config, size, seed)
-    render()
+    print(render())

@@ -49,3 +49,19 @@ def test_readme_headline_table_comes_from_the_results():
     assert seed_claims.readme_with_headline(text, rows) == text
     if (bench / "results" / "seed_claims" / "curves.json").exists():
         assert rows, "results exist but the README table is empty"
+
+
+def test_user_guide_multitask_table_comes_from_the_results():
+    """The user guide's multi-task answer is rendered from benchmarks/results."""
+    import importlib
+    import sys
+
+    bench = README.parent / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        multitask = importlib.import_module("bench_multitask")
+    finally:
+        sys.path.remove(str(bench))
+    guide = (README.parent / "docs" / "user_guide.md").read_text()
+    assert "<!-- multitask:start -->" in guide
+    assert multitask.guide_with_block(guide, multitask.render(write=False)) == guide
