@@ -5,9 +5,9 @@ starting with one) runs over image paths held in a dask DataFrame, Series,
 Bag or a plain list, partition by partition, on the workers of a
 ``distributed`` client:
 
-- the fitted model reaches each worker **once** (scattered and broadcast
-  with its inference engine's graph, so no worker exports it again), not once
-  per partition;
+- the fitted model reaches each worker **once** (one task of the graph holds
+  it with its inference engine's graph, so no worker exports it again), not
+  once per partition;
 - each task gives torch all the worker's threads (Dask workers start torch
   with one), and sktransfer's tasks on a worker take turns;
 - the output is lazy and aligned with the input's partitions: the same
@@ -79,7 +79,7 @@ def _backbone_step(estimator):
 
 
 #: On a worker: the models it received, by shipment (the last few). Dask's
-#: memory manager may drop a broadcast copy between two tasks and fetch it
+#: memory manager may drop a worker's copy between two tasks and fetch it
 #: again for the next; the model is then found here, not unpickled again.
 _RECEIVED = _Recent(4)
 _RECEIVED_LOCK = threading.Lock()
@@ -186,6 +186,11 @@ def _items_of(part, estimator):
     return list(part)
 
 
+def _model(shipped):
+    """The task that holds the model: its result is the shipment itself."""
+    return shipped
+
+
 def _apply(shipped, part, method, columns, dtype, shape):
     """One task: ``method`` on one partition.
 
@@ -274,9 +279,12 @@ def _collection(estimator, X, *, client, method, partition_size, with_paths):
             X = dd.from_pandas(pd.Series(X, name="path", dtype=object), chunksize=size,
                                sort=True)
 
-    # Scattered once and broadcast: each worker deserialises the model once;
-    # every task refers to it by key.
-    shipped = client.scatter(_Shipped(estimator), broadcast=True, hash=False)
+    # The model is one task of the graph, its bytes in it once; every task
+    # refers to that task's key, and each worker fetches its result and
+    # unpickles the model once. Not scattered: Dask's memory manager keeps as
+    # few as one copy of scattered data, which is lost for good when that
+    # worker dies; a task's result is recomputed from the graph instead.
+    shipped = dask.delayed(_model, pure=False)(_Shipped(estimator))
     apply = dask.delayed(_apply, pure=True)
     n_cols = () if columns is None else (len(columns),)
 
