@@ -87,32 +87,34 @@ def _round4(seed):
     return TransferClassifier(random_state=seed, verbose=1, dropout=0.2, tta="auto")
 
 
-def _row_b(seed):
-    """#14 row (b): the (candidate, TTA) pair of ``round4_best()``, seed ``seed``.
-
-    Returns the model and the auxiliary target's kind (None: the defect alone).
-    """
+def _row_b_choice():
+    """#14 row (b): ``round4_best()``'s candidate, TTA, its parameters and its
+    auxiliary target's kind (None: the defect alone); None before it is decided."""
     from select_transfer_defaults import CORE_CANDIDATES, ROUND4_CANDIDATES, round4_best
 
     best = round4_best()
     if best is None:
-        raise SystemExit("row (b): not every round-4 candidate has run; run "
-                         "select_transfer_defaults.py with the ones missing first.")
+        return None
     name, tta = best
     params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES}[name])
-    aux = params.pop("aux", None)
+    return name, tta, params, params.pop("aux", None)
+
+
+def _row_b(seed):
+    """Row (b)'s model with seed ``seed``, and its auxiliary target's kind."""
+    choice = _row_b_choice()
+    if choice is None:
+        raise SystemExit("row (b): not every round-4 candidate has run; run "
+                         "select_transfer_defaults.py with the ones missing first.")
+    _, tta, params, aux = choice
     return TransferClassifier(random_state=seed, verbose=1, tta=tta, **params), aux
 
 
 def _row_b_label(seed):
-    from select_transfer_defaults import CORE_CANDIDATES, ROUND4_CANDIDATES, round4_best
-
-    best = round4_best()
-    if best is None:
+    choice = _row_b_choice()
+    if choice is None:
         return f"#14 row (b), seed {seed}: round4_best()'s choice (not decided yet)"
-    name, tta = best
-    params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES}[name])
-    aux = params.pop("aux", None)
+    name, tta, params, aux = choice
     args = ", ".join([f"random_state={seed}", *(f"{k}={v!r}" for k, v in params.items()),
                       f"tta={tta}"])
     target = {None: "", "type": " with y = (defect, cell type)",

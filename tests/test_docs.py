@@ -33,35 +33,34 @@ def test_ci_runs_the_readme_test_command():
     assert "test-command" in ci and "README.md" in ci
 
 
-def test_readme_headline_table_comes_from_the_results():
-    """The README's numbers are rendered from benchmarks/results, never typed."""
+def _benchmark(name):
+    """A module of benchmarks/ (they import each other by plain name)."""
     import importlib
     import sys
 
-    bench = README.parent / "benchmarks"
-    sys.path.insert(0, str(bench))
+    sys.path.insert(0, str(BENCH))
     try:
-        seed_claims = importlib.import_module("seed_claims")
+        return importlib.import_module(name)
     finally:
-        sys.path.remove(str(bench))
+        sys.path.remove(str(BENCH))
+
+
+BENCH = README.parent / "benchmarks"
+
+
+def test_readme_headline_table_comes_from_the_results():
+    """The README's numbers are rendered from benchmarks/results, never typed."""
+    seed_claims = _benchmark("seed_claims")
     _, rows = seed_claims.render(write=False)
     text = README.read_text()
     assert seed_claims.readme_with_headline(text, rows) == text
-    if (bench / "results" / "seed_claims" / "curves.json").exists():
+    if (BENCH / "results" / "seed_claims" / "curves.json").exists():
         assert rows, "results exist but the README table is empty"
 
 
 def test_user_guide_multitask_table_comes_from_the_results():
     """The user guide's multi-task answer is rendered from benchmarks/results."""
-    import importlib
-    import sys
-
-    bench = README.parent / "benchmarks"
-    sys.path.insert(0, str(bench))
-    try:
-        multitask = importlib.import_module("bench_multitask")
-    finally:
-        sys.path.remove(str(bench))
+    multitask = _benchmark("bench_multitask")
     guide = (README.parent / "docs" / "user_guide.md").read_text()
     assert "<!-- multitask:start -->" in guide
     assert multitask.guide_with_block(guide, multitask.render(write=False)) == guide
