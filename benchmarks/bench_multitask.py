@@ -55,6 +55,8 @@ OUT = RESULTS / "multitask"
 GUIDE = Path(__file__).parents[1] / "docs" / "user_guide.md"
 CONFIGS = {"defect": (), "defect+type": ("type",), "defect+level": ("level",),
            "all": ("type", "level")}
+AUX_NAMES = {"defect+type": "cell type", "defect+level": "defect level",
+             "all": "cell type + defect level"}  # how the guide and the README name them
 SIZES = ("100", "300", "all")
 
 
@@ -181,12 +183,10 @@ def guide_block(rows):
     lines = ["| auxiliary columns | training images | seeds | Δ defect accuracy [95 % CI] "
              "| Δ defect ROC AUC [95 % CI] | fit time vs defect alone | answer |",
              "|---|---|---|---|---|---|---|"]
-    names = {"defect+type": "cell type", "defect+level": "defect level",
-             "all": "cell type + defect level"}
     for r in rows:
         if r["config"] != "defect":
             size = "1,968 (all)" if r["size"] == "all" else r["size"]
-            lines.append(f"| {names[r['config']]} | {size} | {len(r.get('paired', []))} "
+            lines.append(f"| {AUX_NAMES[r['config']]} | {size} | {len(r.get('paired', []))} "
                          f"| {_delta(r, 'accuracy')} | {_delta(r, 'roc_auc')} "
                          f"| {r['cost']:.2f}x | {r['verdict']} |")
     ran = [z for z in SIZES if any(r["size"] == z for r in rows)]

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe_machine, machine_markdown  # noqa: E402
+from _machine import describe_machine, machine_kind, machine_markdown  # noqa: E402
 from bench_transfer import (  # noqa: E402
     CURRENT_DEFAULTS,
     PAPER,
@@ -65,7 +65,7 @@ from sktransfer._compare import (  # noqa: E402
     plot_learning_curve,
     prepare_inputs,
 )
-from sktransfer._compare._models import DEFAULT_MODELS  # noqa: E402
+from sktransfer._compare._models import DEFAULT_MODELS, FINE_TUNE_PARAMS  # noqa: E402
 from sktransfer._images import check_images  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -109,12 +109,27 @@ def run_curves():
 
 def run_scratch():
     """The same network from random weights, every layer trained (issue #14):
-    compare's folds, subsets and budget of ``curves``, so its rows join them."""
-    t = time.perf_counter()
-    res = compare("elpv", models=["scratch_same"], train_sizes=SIZES, cv=3, random_state=0,
-                  memory=CACHE, image_size=None)
-    _save("scratch", {"rows": json.loads(res.to_json(orient="records")),
-                      "wall_s": time.perf_counter() - t})
+    compare's folds, subsets and budget of ``curves``, so its rows join them.
+
+    Several hours on 2 cores, so each training size is saved as it finishes,
+    with the machine it ran on; run again, it runs only the sizes missing.
+    A size's folds and subsets do not depend on the other sizes asked for
+    (compare draws each from the fold, the size and the seed).
+    """
+    saved = _load("scratch") or {"rows": [], "parts": []}
+    done = {part["size"] for part in saved["parts"]}
+    for size in SIZES:
+        if size in done:
+            continue
+        t = time.perf_counter()
+        res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=3,
+                      random_state=0, memory=CACHE, image_size=None)
+        saved["rows"] += json.loads(res.to_json(orient="records"))
+        saved["parts"].append({"size": size, "wall_s": time.perf_counter() - t,
+                               "machine": describe_machine()})
+        _save("scratch", saved)
+        print(f"scratch_same n={size}: done in {time.perf_counter() - t:.0f} s",
+              file=sys.stderr, flush=True)
 
 
 def run_cross_type():
@@ -222,6 +237,22 @@ def _label(name):
     return MODELS[name].label if name in MODELS else name
 
 
+def _scratch_note(scratch):
+    """What the from-random-weights rows are, where they ran, what is missing."""
+    if not scratch:
+        return ""
+    ran = [part["size"] for part in scratch["parts"]]
+    missing = ["all" if s == 1.0 else str(s) for s in SIZES if s not in ran]
+    kinds = "; ".join(sorted({machine_kind(part["machine"]) for part in scratch["parts"]}))
+    return (f"\nRow \"{_label('scratch_same')}\" (issue #14): compare's `scratch_same`, the "
+            "fine-tuned row's architecture from random weights with every layer trained, "
+            f"{FINE_TUNE_PARAMS['max_epochs']} epochs at the images' own size (compare's setting "
+            "today; the fine-tuned row above is compare's setting before #12, 12 epochs at "
+            f"224 px, about the same compute). Ran on: {kinds}."
+            + (f" Not run yet: {', '.join(missing)} training images." if missing else "")
+            + "\n")
+
+
 def render(write=True):
     """Render the results; returns ``(markdown, headline rows)``.
 
@@ -274,7 +305,7 @@ subset and seed; 3-fold CV stratified by probability x cell type, every
 model on the same subsets). Columns: training images.
 
 {chr(10).join(lines)}
-
+{_scratch_note(scratch)}
 Always predicting the majority class ("functional") scores {majority['all']:.1%}; with
 {sizes[0]} training images the best model scores {small_best:.1%}
 ({(small_best - majority['all']) * 100:+.1f} points).
@@ -453,17 +484,16 @@ overtook the SVC from 30 labels per class on.
 def _multitask_headline():
     """README rows of #14's multi-task answer: sizes where every auxiliary
     configuration has its five paired seeds."""
-    from bench_multitask import CONFIGS, _delta, summary
+    from bench_multitask import AUX_NAMES, CONFIGS, _delta, summary
 
     rows, out = summary(), []
-    names = {"defect+type": "+ cell type", "defect+level": "+ level", "all": "+ both"}
     for size in dict.fromkeys(r["size"] for r in rows):
         aux = [r for r in rows if r["size"] == size and r["config"] != "defect"]
         if len(aux) < len(CONFIGS) - 1 or any(len(r.get("paired", [])) < 5 for r in aux):
             continue
         out.append((f"ELPV multi-task, {size} training images: defect accuracy / ROC AUC with "
                     "auxiliary columns minus defect alone, mean of seeds 0-4 [paired 95 % CI]",
-                    "; ".join(f"{names[r['config']]}: {_delta(r, 'accuracy')} / "
+                    "; ".join(f"+ {AUX_NAMES[r['config']]}: {_delta(r, 'accuracy')} / "
                               f"{_delta(r, 'roc_auc')}, {r['verdict']}" for r in aux)))
     return out
 
