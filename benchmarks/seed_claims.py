@@ -244,11 +244,17 @@ def _scratch_note(scratch):
     ran = [part["size"] for part in scratch["parts"]]
     missing = ["all" if s == 1.0 else str(s) for s in SIZES if s not in ran]
     kinds = "; ".join(sorted({machine_kind(part["machine"]) for part in scratch["parts"]}))
+    # accuracy alone hides a network that answers one class for every image
+    rows = pd.DataFrame(scratch["rows"])
+    balanced = rows[rows["status"] == "ok"].groupby("train_size")["balanced_accuracy"].mean()
     return (f"\nRow \"{_label('scratch_same')}\" (issue #14): compare's `scratch_same`, the "
             "fine-tuned row's architecture from random weights with every layer trained, "
             f"{FINE_TUNE_PARAMS['max_epochs']} epochs at the images' own size (compare's setting "
             "today; the fine-tuned row above is compare's setting before #12, 12 epochs at "
-            f"224 px, about the same compute). Ran on: {kinds}."
+            f"224 px, about the same compute). Its balanced accuracy (50 % for a model that "
+            "answers one class for every image): "
+            + ", ".join(f"{b:.1%} at {n}" for n, b in balanced.items())
+            + f". Ran on: {kinds}."
             + (f" Not run yet: {', '.join(missing)} training images." if missing else "")
             + "\n")
 
