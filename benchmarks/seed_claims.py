@@ -124,12 +124,11 @@ def run_scratch():
         t = time.perf_counter()
         res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=3,
                       random_state=0, memory=CACHE, image_size=None)
+        wall_s = time.perf_counter() - t
         saved["rows"] += json.loads(res.to_json(orient="records"))
-        saved["parts"].append({"size": size, "wall_s": time.perf_counter() - t,
-                               "machine": describe_machine()})
+        saved["parts"].append({"size": size, "wall_s": wall_s, "machine": describe_machine()})
         _save("scratch", saved)
-        print(f"scratch_same n={size}: done in {time.perf_counter() - t:.0f} s",
-              file=sys.stderr, flush=True)
+        print(f"scratch_same n={size}: done in {wall_s:.0f} s", file=sys.stderr, flush=True)
 
 
 def run_cross_type():

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+BENCH = README.parent / "benchmarks"
 GUIDES = [README, README.parent / "docs" / "getting_started.md",
           README.parent / "docs" / "user_guide.md", README.parent / "docs" / "deploying.md",
           README.parent / "docs" / "scaling.md"]
@@ -43,9 +44,6 @@ def _benchmark(name):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
-
-
-BENCH = README.parent / "benchmarks"
 
 
 def test_readme_headline_table_comes_from_the_results():
