@@ -2,7 +2,7 @@
 
 scikit-learn's two kinds of 2-D class targets, taken as its forests take them:
 
-- ``"multiclass-multioutput"``: k columns of class labels, of any type per
+- ``"multiclass-multioutput"``: k columns of class labels, strings or numbers per
   column (strings in one, integers in another): one softmax head per column;
 - ``"multilabel-indicator"``: k columns of 0/1 (every column): one sigmoid
   per label.

@@ -151,7 +151,7 @@ class _TransferBase(BackboneEstimator):
         X : images
             Paths, PIL images or arrays, in any form the feature extractor takes.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
-            Class labels of any hashable type (e.g. strings) for
+            Class labels (strings or numbers; each column of one type) for
             :class:`TransferClassifier`, one column or several (one head
             each, ``None`` or NaN for a missing label), numbers for
             :class:`TransferRegressor` (one or several targets).

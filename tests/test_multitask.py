@@ -120,6 +120,41 @@ def test_task_weights():
         clone(clf).set_params(task_weights=[1, 2]).fit(X, y[:, 0].astype(int))
 
 
+def test_task_weights_weigh_the_training_losses():
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    shuffled = y.copy()
+    shuffled[:, 1] = np.roll(y[:, 1], 1)  # same classes, other labels
+
+    def defect_proba(target, weights):
+        clf = TransferClassifier(**FAST, task_weights=weights).fit(X, target)
+        return clf.predict_proba(X)[0]
+
+    # a column weighted zero changes nothing the other head learns...
+    np.testing.assert_allclose(defect_proba(y, [1, 0]), defect_proba(shuffled, [1, 0]),
+                               atol=1e-6)
+    # ...weighted like the other, its labels train the shared part
+    assert np.abs(defect_proba(y, [1, 1]) - defect_proba(shuffled, [1, 1])).max() > 1e-4
+
+
+def test_multilabel_with_missing_labels_from_pandas_pickle_and_explain():
+    pd = pytest.importorskip("pandas")
+    X, y1 = make_images(12)
+    y = pd.DataFrame({"crack": y1, "dark": 1 - y1,
+                      "edge": (np.arange(12) % 3 == 0).astype(int)}).astype("Int64")
+    y.iloc[2, 1] = pd.NA
+    y.iloc[5, 0] = pd.NA
+    clf = TransferClassifier(**FAST).fit(X, y)
+    assert clf._tasks.kind == "multilabel-indicator"
+    assert [c.tolist() for c in clf.classes_] == [[0, 1]] * 3
+    # each label's loss is its mean over the 11 or 12 images labelled for it
+    np.testing.assert_allclose(clf._task_scales, [12 / 11 / 3, 12 / 11 / 3, 1 / 3])
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))
+    maps = again.explain(X[:2], task=2, target=1)
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+
+
 @pytest.mark.parametrize("y, match", [
     (np.zeros((12, 2, 2)), r"1-D or 2-D"),
     (np.column_stack([np.arange(12) % 2, np.ones(12)]), r"column 1 has a single class \(1"),
@@ -168,8 +203,8 @@ def test_cross_validate_and_grid_search_with_a_scorer_per_task():
     y = _multiclass_y(12)
 
     def column_accuracy(t):
-        return make_scorer(lambda yt, yp: accuracy_score(
-            np.asarray(yt[:, t].tolist()).astype(str), np.asarray(yp[:, t].tolist()).astype(str)))
+        # the user guide's scorer; column 0 holds numbers in an object array
+        return make_scorer(lambda yt, yp: accuracy_score(yt[:, t].tolist(), yp[:, t].tolist()))
 
     scoring = {"defect": column_accuracy(0), "kind": column_accuracy(1)}
     cv = KFold(2, shuffle=True, random_state=0)

@@ -125,9 +125,10 @@ MODELS = {
     "scratch_same": ModelSpec("the same network from random weights, every layer trained",
                               "images", _scratch_same),
 }
-#: What compare runs by default: scratch_same trains the whole network
-#: without a frozen part to cache (about 4x fine_tuned's time on ELPV), past
-#: the default run's 30-minute budget: ask for it with models=.
+#: What compare runs by default: scratch_same trains the whole network, with
+#: no frozen part computed once and cached, so every epoch runs all of it
+#: forward and backward; with it a default ELPV run would pass its 30-minute
+#: budget: ask for it with models=.
 DEFAULT_MODELS = tuple(m for m in MODELS if m != "scratch_same")
 TRANSFER_MODELS = ("frozen_lr", "fine_tuned")
 CLASSICAL_MODELS = ("logistic_regression", "random_forest", "hog_svc")

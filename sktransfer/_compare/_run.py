@@ -133,7 +133,9 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
       from random weights (``weights=None``), every layer trained
       (``trainable_stages="all"``): what the pretrained weights are worth,
       not only a small tutorial CNN. Not run by default: with nothing
-      frozen to compute once, it costs several times ``fine_tuned``.
+      frozen to compute once and cache, every epoch runs the whole network
+      forward and backward (``benchmarks/results/seed_claims.md`` gives its
+      fit times on ELPV).
 
     The regularisation of the linear models and the SVC is chosen by an
     inner 3-fold CV on each training subset. Unreadable images are skipped,
