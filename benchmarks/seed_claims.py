@@ -9,8 +9,9 @@ of ``sktransfer compare``, built by the same code):
   the 3 folds (3 seeds) of every model.
 - ``scratch``: what the pretrained weights themselves are worth: the same
   network as compare's ``fine_tuned`` from random weights, every layer
-  trained (compare's ``scratch_same``), on the folds, subsets and budget of
-  ``curves``; its rows join the learning curves.
+  trained (compare's ``scratch_same``), on the folds, subsets and seeds of
+  ``curves`` with the training budget of its fine-tuned row (12 epochs at
+  224 px, ``SCRATCH_BUDGET``); its rows join the learning curves.
 - ``cross_type``: generalization. Train on monocrystalline cells, test on
   polycrystalline ones, and the reverse.
 - ``paper``: the Deitsch et al. (2019) protocol, next to the paper's numbers
@@ -38,6 +39,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -75,6 +77,11 @@ README = HERE.parent / "README.md"
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sktransfer")
 SIZES = [25, 50, 100, 200, 500, 1000, 1.0]
 SETTINGS = {"quick": False, "image_size": None, "memory": CACHE}
+# The training budget of the curves' fine-tuned row (compare's fine_tuned
+# before #12: TransferClassifier's 12 epochs then, at the backbone's 224 px,
+# image_size=None), which the from-random-weights row trains with too: only
+# the starting weights differ.
+SCRATCH_BUDGET = {"max_epochs": 12, "image_size": None}
 
 
 def _save(section, payload):
@@ -109,21 +116,29 @@ def run_curves():
 
 def run_scratch():
     """The same network from random weights, every layer trained (issue #14):
-    compare's folds, subsets and budget of ``curves``, so its rows join them.
+    compare's folds, subsets and seeds of ``curves`` and the training budget
+    of its fine-tuned row (``SCRATCH_BUDGET``), so its rows join them.
 
     Several hours on 2 cores, so each training size is saved as it finishes,
     with the machine it ran on; run again, it runs only the sizes missing.
     A size's folds and subsets do not depend on the other sizes asked for
-    (compare draws each from the fold, the size and the seed).
+    (compare draws each from the fold, the size and the seed). Sizes saved
+    with another budget are dropped, not mixed in.
     """
-    saved = _load("scratch") or {"rows": [], "parts": []}
+    saved = _load("scratch")
+    if not saved or saved.get("budget") != SCRATCH_BUDGET:
+        saved = {"rows": [], "parts": [], "budget": SCRATCH_BUDGET}
     done = {part["size"] for part in saved["parts"]}
     for size in SIZES:
         if size in done:
             continue
         t = time.perf_counter()
-        res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=3,
-                      random_state=0, memory=CACHE, image_size=None)
+        # compare's scratch_same trains with FINE_TUNE_PARAMS, today's
+        # 6 epochs; the curves' fine-tuned row had 12.
+        with mock.patch.dict(FINE_TUNE_PARAMS, max_epochs=SCRATCH_BUDGET["max_epochs"]):
+            res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=3,
+                          random_state=0, memory=CACHE,
+                          image_size=SCRATCH_BUDGET["image_size"])
         wall_s = time.perf_counter() - t
         saved["rows"] += json.loads(res.to_json(orient="records"))
         saved["parts"].append({"size": size, "wall_s": wall_s, "machine": describe_machine()})
@@ -236,7 +251,7 @@ def _label(name):
     return MODELS[name].label if name in MODELS else name
 
 
-def _scratch_note(scratch):
+def _scratch_note(scratch, curves_machine):
     """What the from-random-weights rows are, where they ran, what is missing."""
     if not scratch:
         return ""
@@ -245,17 +260,27 @@ def _scratch_note(scratch):
     kinds = "; ".join(sorted({machine_kind(part["machine"]) for part in scratch["parts"]}))
     # accuracy alone hides a network that answers one class for every image
     rows = pd.DataFrame(scratch["rows"])
-    balanced = rows[rows["status"] == "ok"].groupby("train_size")["balanced_accuracy"].mean()
+    by_size = rows[rows["status"] == "ok"].groupby("train_size")
+    balanced, fit_s = by_size["balanced_accuracy"].mean(), by_size["fit_s"].mean()
+    budget = scratch["budget"]
     return (f"\nRow \"{_label('scratch_same')}\" (issue #14): compare's `scratch_same`, the "
             "fine-tuned row's architecture from random weights with every layer trained, "
-            f"{FINE_TUNE_PARAMS['max_epochs']} epochs at the images' own size (compare's setting "
-            "today; the fine-tuned row above is compare's setting before #12, 12 epochs at "
-            f"224 px, about the same compute). Its balanced accuracy (50 % for a model that "
-            "answers one class for every image): "
+            f"with that row's budget: {budget['max_epochs']} epochs at "
+            f"{_budget_size(budget)}, the same folds, subsets and seeds (its other settings: "
+            "compare's `fine_tuned` today, run by today's code). Its balanced "
+            "accuracy (50 % for a model that answers one class for every image): "
             + ", ".join(f"{b:.1%} at {n}" for n, b in balanced.items())
-            + f". Ran on: {kinds}."
+            + ". Its mean fit per fold: "
+            + ", ".join(f"{t:.0f} s at {n}" for n, t in fit_s.items())
+            + f". Ran on: {kinds} (the other rows: {machine_kind(curves_machine)}; "
+            "fit times compare only on one kind of machine)."
             + (f" Not run yet: {', '.join(missing)} training images." if missing else "")
             + "\n")
+
+
+def _budget_size(budget):
+    size = budget["image_size"]
+    return "the backbone's 224 px" if size is None else f"image_size={size!r}"
 
 
 def render(write=True):
@@ -310,7 +335,7 @@ subset and seed; 3-fold CV stratified by probability x cell type, every
 model on the same subsets). Columns: training images.
 
 {chr(10).join(lines)}
-{_scratch_note(scratch)}
+{_scratch_note(scratch, curves["machine"])}
 Always predicting the majority class ("functional") scores {majority['all']:.1%}; with
 {sizes[0]} training images the best model scores {small_best:.1%}
 ({(small_best - majority['all']) * 100:+.1f} points).
@@ -343,6 +368,18 @@ frozen model trains only its logistic regression).
                          f"{stats.loc[('fine_tuned', sizes[-1])]['mean']:.1%} / "
                          f"{stats.loc[('frozen_lr', sizes[-1])]['mean']:.1%} / "
                          f"{max(stats.loc[(m, sizes[-1])]['mean'] for m in CLASSICAL_MODELS):.1%}"))
+        if scratch:
+            # the largest size the from-random-weights row has reached so far
+            n = max(r["train_size"] for r in scratch["rows"])
+            pair = ok[(ok["train_size"] == n) & ok["model"].isin(["fine_tuned", "scratch_same"])]
+            acc = pair.groupby("model")[["accuracy", "balanced_accuracy"]].mean()
+            headline.append((
+                f"ELPV, {n} training images: the same network pretrained vs from random "
+                "weights, same epochs (accuracy; balanced accuracy)",
+                f"{acc.loc['fine_tuned', 'accuracy']:.1%} vs "
+                f"{acc.loc['scratch_same', 'accuracy']:.1%}; "
+                f"{acc.loc['fine_tuned', 'balanced_accuracy']:.1%} vs "
+                f"{acc.loc['scratch_same', 'balanced_accuracy']:.1%}"))
     cross = _load("cross_type")
     if cross:
         machine = machine or cross["machine"]
