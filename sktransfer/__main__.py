@@ -25,6 +25,30 @@ def _sizes(text):
             f"{text!r}: give comma-separated fractions (0.1) or image counts (100)") from None
 
 
+def _folds(text):
+    try:
+        return [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give comma-separated fold numbers, e.g. 0,2") from None
+
+
+def _param(text):
+    """``MODEL.PARAMETER=VALUE`` as ``(model, parameter, value)``; the value is
+    a Python literal (12, 0.5, None, 'x', [1, 2]) or else the text itself."""
+    import ast
+    import contextlib
+
+    key, sep, value = text.partition("=")
+    model, dot, name = key.partition(".")
+    if not (sep and dot and model and name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give MODEL.PARAMETER=VALUE, e.g. fine_tuned.max_epochs=12")
+    with contextlib.suppress(ValueError, SyntaxError):  # a bare word: efficientnet_lite1
+        value = ast.literal_eval(value)
+    return model, name, value
+
+
 def _image_size(text):
     if text in ("auto", "none"):
         return None if text == "none" else text
@@ -62,6 +86,14 @@ def _add_compare(sub):
                      help="learning-curve sizes: fractions of a training fold or image "
                           "counts (default 0.1,0.3,1.0)")
     cmp.add_argument("--cv", type=int, default=3, help="number of folds (default 3)")
+    cmp.add_argument("--folds", type=_folds, default=None,
+                     help="run only these folds, numbered from 0, e.g. 0,2 (default: all); "
+                          "a fold's split, subsets and seeds are those of a full run, so a "
+                          "long run can be split across calls")
+    cmp.add_argument("--param", type=_param, action="append", default=[],
+                     metavar="MODEL.PARAMETER=VALUE",
+                     help="set a parameter of one model, e.g. fine_tuned.max_epochs=12 "
+                          "(repeat for more; VALUE a Python literal or a word)")
     cmp.add_argument("--image-size", type=_image_size, default="auto",
                      help="input side of the pretrained models: 'auto' (default: the "
                           "images' own, within 1x-1.5x the backbone's), 'none' (the "
@@ -83,6 +115,13 @@ def _add_compare(sub):
     cmp.add_argument("--label-column", default="label")
 
 
+def _model_params(params):
+    out = {}
+    for model, name, value in params:
+        out.setdefault(model, {})[name] = value
+    return out or None
+
+
 def _run_compare(args) -> int:
     import os
 
@@ -92,6 +131,7 @@ def _run_compare(args) -> int:
     try:
         results = compare(
             args.data, models=args.models, train_sizes=args.train_sizes, cv=args.cv,
+            folds=args.folds, model_params=_model_params(args.param),
             image_size=args.image_size, max_minutes=args.max_minutes, quick=args.quick,
             out=args.out, random_state=args.random_state, memory=args.memory,
             path_column=args.path_column, label_column=args.label_column)

@@ -3,13 +3,14 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from sktransfer import CompareError, compare
 from sktransfer.__main__ import main
 
-from .conftest import make_images
+from .conftest import TINY, make_images
 
 CHEAP = "logistic_regression,hog_svc"
 
@@ -112,6 +113,112 @@ def test_all_images_unreadable(tmp_path):
             (root / c / f"{i}.png").write_bytes(b"junk")
     with pytest.raises(CompareError, match="None of the images"):
         compare(root, models=["logistic_regression"], cv=2, verbose=False)
+
+
+def test_some_folds_give_the_rows_of_a_full_run():
+    X, y = make_images(45, size=32)
+    kw = dict(models=["logistic_regression", "random_forest"], cv=3, train_sizes=[10, 1.0],
+              verbose=False, random_state=0)
+    full = compare(X, y, **kw)
+    parts = [compare(X, y, folds=[2, 0], **kw), compare(X, y, folds=[1], **kw)]
+    assert parts[0].attrs["folds"] == [0, 2] and full.attrs["folds"] == [0, 1, 2]
+    assert sorted(parts[0]["fold"].unique()) == [0, 2]
+    cols = ["model", "train_size", "fold", "accuracy", "roc_auc", "trainable_parameters"]
+    key = ["model", "train_size", "fold"]
+    joined = pd.concat(parts).sort_values(key)[cols].reset_index(drop=True)
+    assert joined.equals(full.sort_values(key)[cols].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("folds, message", [
+    ([3], r"\[3\] not among the fold numbers of cv=3: \[0, 1, 2\]"),
+    ([0, 0], "at most once"), ([], "at least one"), ("0", "list of fold numbers"),
+    ([1.0], r"\[1.0\] not among"),
+])
+def test_bad_folds_are_named(folds, message):
+    X, y = make_images(12, size=32)
+    with pytest.raises(CompareError, match=message):
+        compare(X, y, models=["logistic_regression"], cv=3, folds=folds, verbose=False,
+                random_state=0)
+
+
+def test_some_folds_need_random_state():
+    X, y = make_images(12, size=32)
+    with pytest.raises(CompareError, match=r"folds=\[1\] without random_state"):
+        compare(X, y, models=["logistic_regression"], cv=3, folds=[1], verbose=False)
+    # every fold is a whole run: a drawn seed is fine (and recorded)
+    res = compare(X, y, models=["logistic_regression"], cv=2, folds=[1, 0], train_sizes=[1.0],
+                  verbose=False)
+    assert res.attrs["folds"] == [0, 1]
+
+
+def test_cli_folds(tmp_path, capsys):
+    data = _folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    code = main(["compare", str(data), "--models", "logistic_regression", "--cv", "2",
+                 "--folds", "1", "--train-sizes", "1.0", "--random-state", "0",
+                 "--out", str(out)])
+    assert code == 0
+    assert json.loads((out / "results.json").read_text())["folds"] == [1]
+    assert main(["compare", str(data), "--folds", "3", "--cv", "2", "--random-state", "0",
+                 "--out", str(tmp_path / "bad")]) == 1
+    assert "folds=[3]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_model_params_are_set_and_recorded():
+    X, y = make_images(30, size=32)
+    kw = dict(models=["logistic_regression", "random_forest"], cv=2, train_sizes=[1.0],
+              verbose=False, random_state=0)
+    plain = compare(X, y, **kw)
+    small = compare(X, y, model_params={"random_forest": {"n_estimators": 3}}, **kw)
+    assert small.attrs["model_params"] == {"random_forest": {"n_estimators": 3}}
+    assert plain.attrs["model_params"] == {}
+    forest = small["model"] == "random_forest"
+    # 3 trees instead of 300: two orders of magnitude fewer nodes
+    assert (small[forest]["trainable_parameters"].to_numpy()
+            < plain[forest]["trainable_parameters"].to_numpy() / 30).all()
+    cols = ["fold", "accuracy", "trainable_parameters"]
+    assert small[~forest][cols].reset_index(drop=True).equals(
+        plain[~forest][cols].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"fine_tuned": {"max_epochs": 1}},
+     r"model_params\['fine_tuned'\]: 'fine_tuned' is not among the models of this run"),
+    ({"random_forest": {"n_trees": 3}}, r"model_params\['random_forest'\]: .*n_trees"),
+    ({"random_forest": 3}, r"model_params\['random_forest'\]=3: give a dict"),
+    ([("random_forest", {})], "give a dict of {model name"),
+])
+def test_bad_model_params_are_named(params, message):
+    X, y = make_images(12, size=32)
+    with pytest.raises(CompareError, match=message):
+        compare(X, y, models=["random_forest"], cv=2, model_params=params, verbose=False)
+
+
+def test_model_params_reach_the_transfer_models():
+    X, y = make_images(12, size=32)
+    tiny = {"backbone": TINY["backbone"], "weights": None, "engine": "torch",
+            "trainable_stages": "all", "max_epochs": 1}
+    res = compare(X, y, models=["fine_tuned"], cv=2, train_sizes=[1.0], image_size=32,
+                  random_state=0, verbose=False, model_params={"fine_tuned": tiny})
+    assert (res["status"] == "ok").all()
+    # timm's test network, not Lite0's millions of weights
+    assert (res["trainable_parameters"] < 1e6).all()
+    assert res.attrs["model_params"] == {"fine_tuned": tiny}
+
+
+def test_cli_param(tmp_path):
+    data = _folder(tmp_path / "imgs")
+    out = tmp_path / "out"
+    code = main(["compare", str(data), "--models", "random_forest,logistic_regression",
+                 "--cv", "2", "--train-sizes", "1.0", "--param", "random_forest.n_estimators=4",
+                 "--param", "random_forest.criterion=entropy", "--out", str(out)])
+    assert code == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["model_params"] == {"random_forest": {"n_estimators": 4,
+                                                       "criterion": "entropy"}}
+    with pytest.raises(SystemExit):  # argparse: exit status 2 and the expected form
+        main(["compare", str(data), "--param", "random_forest.n_estimators"])
 
 
 def test_time_budget_skips_and_reports():

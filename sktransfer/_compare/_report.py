@@ -89,7 +89,9 @@ def write_results(results, out) -> None:
                         "torch": torch.__version__},
             "rows": json.loads(results.to_json(orient="records")),
         }
-        (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+        # default=repr: a model parameter that is not JSON (a class, say) is
+        # recorded as its repr rather than failing the run at its very end.
+        (tmp / "results.json").write_text(json.dumps(payload, indent=2, default=repr) + "\n")
         ax = plot_learning_curve(results)
         ax.set_title(f"{results.attrs.get('dataset', '')}: accuracy vs training images")
         ax.figure.tight_layout()

@@ -81,6 +81,13 @@ def fit_and_score(name, inputs, y, train, test, seed, settings, n_classes) -> di
     spec = MODELS[name]
     X = inputs[spec.inputs]
     model = spec.build(y[train], seed, settings)
+    params = settings.get("model_params", {}).get(name)
+    if params:
+        try:
+            model.set_params(**params)
+        except ValueError as exc:  # e.g. a tuned step that this small a subset lacks
+            raise CompareError(f"model_params[{name!r}] on {len(train)} training images: "
+                               f"{exc}") from None
     # The small CNN's initialisation, shuffling and data loading draw from
     # torch's global generators: forked and seeded for the model, restored after.
     with torch_rng(seed):
@@ -104,6 +111,8 @@ def _log(msg, verbose):
 def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
             models: list[str] | None = None,
             train_sizes: Sequence[int | float] = (0.1, 0.3, 1.0), cv: int = 3,
+            folds: Sequence[int] | None = None,
+            model_params: dict[str, dict] | None = None,
             image_size: int | str | None = "auto", max_minutes: float | None = None,
             quick: bool = False, out: str | os.PathLike | None = None,
             random_state: int | np.random.RandomState | None = None,
@@ -159,6 +168,18 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
         a training fold, or numbers of images.
     cv : int, default=3
         Number of stratified folds.
+    folds : sequence of int, default=None
+        Run only these folds (numbered from 0, ``fold`` in the results) of
+        the ``cv``; ``None`` runs them all. A fold's split, training subsets
+        and seeds are those of a run of every fold, so a long run can be
+        split across calls or machines and its results concatenated. A
+        subset of the folds needs ``random_state``.
+    model_params : dict of {model name: dict}, default=None
+        Parameters set on a model before each of its fits, as its
+        ``set_params`` takes them, e.g. ``{"fine_tuned": {"max_epochs":
+        12}}`` (TransferClassifier's parameters for the transfer models; the
+        step-prefixed names of ``get_params()`` for the pipelines). Checked
+        before anything is fitted; recorded in ``attrs["model_params"]``.
     image_size : int, "auto" or None, default="auto"
         Input side of the pretrained models, as in the estimators:
         ``"auto"``, the images' own (within 1x-1.5x the backbone's);
@@ -220,6 +241,13 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
     if quick:
         cv = 2
         train_sizes = (0.5, 1.0)
+    folds = _check_folds(folds, cv)
+    model_params = _check_model_params(model_params, models, quick, image_size)
+    if len(folds) < cv and random_state is None:
+        raise CompareError(
+            f"folds={folds} without random_state: each call would draw its own split, so "
+            "the parts would not add up to one run; give random_state (the same in every "
+            "part).")
     n_images = len(dataset.X)
     if n_images != len(dataset.y):
         raise CompareError(f"{n_images} images but {len(dataset.y)} labels.")
@@ -252,17 +280,21 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
 
     inputs = prepare_inputs(pixels, _take(dataset.X, idx), models)
 
-    folds = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(idx, strata))
-    sizes = _train_sizes(train_sizes, min(len(tr) for tr, _ in folds))
+    splits = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(idx, strata))
+    # Sizes from every fold, run or not, so that a fold's subsets do not
+    # depend on which folds this call runs.
+    sizes = _train_sizes(train_sizes, min(len(tr) for tr, _ in splits))
     with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as run_cache:
         settings = {"quick": quick, "image_size": image_size,
-                    "memory": run_cache if memory is None else memory}
-        rows = _run_models(models, inputs, y_all, folds, sizes, settings, seed, n_classes,
-                           max_minutes, t_start, verbose)
+                    "memory": run_cache if memory is None else memory,
+                    "model_params": model_params}
+        rows = _run_models(models, inputs, y_all, {f: splits[f] for f in folds}, cv, sizes,
+                           settings, seed, n_classes, max_minutes, t_start, verbose)
     results = pd.DataFrame(rows)
     results.attrs.update({
         "dataset": dataset.name, "n_images": int(len(idx)), "classes": encoder.classes_.tolist(),
-        "cv": cv, "train_sizes": sizes, "random_state": seed, "quick": quick,
+        "cv": cv, "folds": folds, "model_params": model_params, "train_sizes": sizes,
+        "random_state": seed, "quick": quick,
         "image_size": image_size, "skipped_images": skipped,
         "wall_s": time.perf_counter() - t_start,
     })
@@ -271,15 +303,61 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
     return results
 
 
-def _run_models(models, inputs, y_all, folds, sizes, settings, seed, n_classes, max_minutes,
-                t_start, verbose) -> list[dict]:
-    """Every model on every train size and fold, within the time budget."""
+def _check_folds(folds, cv) -> list[int]:
+    """The folds to run, as a sorted list of fold numbers in ``range(cv)``."""
+    if folds is None:
+        return list(range(cv))
+    if isinstance(folds, (str, bytes)) or not hasattr(folds, "__iter__"):
+        raise CompareError(f"folds={folds!r}: give a list of fold numbers, e.g. [0, 2].")
+    folds = list(folds)
+    bad = [f for f in folds if isinstance(f, bool) or not isinstance(f, (int, np.integer))
+           or not 0 <= f < cv]
+    if not folds:
+        raise CompareError("folds=[]: give at least one fold number, or None for all.")
+    if bad or len(set(folds)) != len(folds):
+        why = (f"{bad} not among" if bad else "give each at most once, from")
+        raise CompareError(f"folds={folds}: {why} the fold numbers of cv={cv}: "
+                           f"{list(range(cv))}.")
+    return sorted(int(f) for f in folds)
+
+
+def _check_model_params(model_params, models, quick, image_size) -> dict:
+    """``model_params``, checked against the models that will run."""
+    if model_params is None:
+        return {}
+    if not isinstance(model_params, dict):
+        raise CompareError(f"model_params={model_params!r}: give a dict of {{model name: "
+                           "{parameter: value}}, e.g. {'fine_tuned': {'max_epochs': 12}}.")
+    out = {}
+    for name, params in model_params.items():
+        if name not in models:
+            raise CompareError(f"model_params[{name!r}]: {name!r} is not among the models "
+                               f"of this run: {models}.")
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise CompareError(f"model_params[{name!r}]={params!r}: give a dict of "
+                               "{parameter name: value}.")
+        # A stand-in build: the parameter names of a model do not depend on
+        # its training labels once each class has the images to tune it.
+        settings = {"quick": quick, "image_size": image_size, "memory": None}
+        model = MODELS[name].build(np.repeat([0, 1], 3), 0, settings)
+        try:
+            model.set_params(**params)
+        except ValueError as exc:
+            raise CompareError(f"model_params[{name!r}]: {exc}") from None
+        out[name] = dict(params)
+    return out
+
+
+def _run_models(models, inputs, y_all, folds, cv, sizes, settings, seed, n_classes,
+                max_minutes, t_start, verbose) -> list[dict]:
+    """Every model on every train size and fold (``{number: split}``), within
+    the time budget."""
     budget = None if max_minutes is None else 60.0 * max_minutes
     rows, last_fit = [], {}
     n_runs = len(sizes) * len(folds) * len(models)
     k = 0
     for n in sizes:
-        for f, (train, test) in enumerate(folds):
+        for f, (train, test) in folds.items():
             sub = _subset(train, y_all, n, seed + f)
             for name in models:
                 k += 1
@@ -301,7 +379,7 @@ def _run_models(models, inputs, y_all, folds, sizes, settings, seed, n_classes, 
                                          settings, n_classes))
                 last_fit[name] = (len(sub), row["fit_s"])
                 rows.append(row)
-                _log(f"[{k}/{n_runs}] {name} n={len(sub)} fold {f + 1}/{len(folds)}: "
+                _log(f"[{k}/{n_runs}] {name} n={len(sub)} fold {f + 1}/{cv}: "
                      f"accuracy {row['accuracy']:.3f}, fit {row['fit_s']:.1f} s", verbose)
     return rows
 
