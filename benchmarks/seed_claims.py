@@ -39,7 +39,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -67,7 +66,7 @@ from sktransfer._compare import (  # noqa: E402
     plot_learning_curve,
     prepare_inputs,
 )
-from sktransfer._compare._models import DEFAULT_MODELS, FINE_TUNE_PARAMS  # noqa: E402
+from sktransfer._compare._models import DEFAULT_MODELS  # noqa: E402
 from sktransfer._images import check_images  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -82,6 +81,7 @@ SETTINGS = {"quick": False, "image_size": None, "memory": CACHE}
 # image_size=None), which the from-random-weights row trains with too: only
 # the starting weights differ.
 SCRATCH_BUDGET = {"max_epochs": 12, "image_size": None}
+CV = 3  # the curves' folds
 
 
 def _save(section, payload):
@@ -108,7 +108,7 @@ def _elpv_inputs(models):
 
 def run_curves():
     t = time.perf_counter()
-    res = compare("elpv", train_sizes=SIZES, cv=3, random_state=0, memory=CACHE,
+    res = compare("elpv", train_sizes=SIZES, cv=CV, random_state=0, memory=CACHE,
                   image_size=None)
     _save("curves", {"rows": json.loads(res.to_json(orient="records")),
                      "wall_s": time.perf_counter() - t})
@@ -119,31 +119,51 @@ def run_scratch():
     compare's folds, subsets and seeds of ``curves`` and the training budget
     of its fine-tuned row (``SCRATCH_BUDGET``), so its rows join them.
 
-    Several hours on 2 cores, so each training size is saved as it finishes,
-    with the machine it ran on; run again, it runs only the sizes missing.
-    A size's folds and subsets do not depend on the other sizes asked for
-    (compare draws each from the fold, the size and the seed). Sizes saved
-    with another budget are dropped, not mixed in.
+    Hours on 2 cores, so each fold of each training size is saved as it
+    finishes, with the machine it ran on; run again, it runs only the folds
+    missing. A fold's split and subset do not depend on the other sizes or
+    folds asked for (compare draws each from the fold, the size and the
+    seed). Parts saved with another budget are dropped, not mixed in.
     """
     saved = _load("scratch")
     if not saved or saved.get("budget") != SCRATCH_BUDGET:
         saved = {"rows": [], "parts": [], "budget": SCRATCH_BUDGET}
-    done = {part["size"] for part in saved["parts"]}
+    done = _scratch_done(saved)
     for size in SIZES:
-        if size in done:
-            continue
-        t = time.perf_counter()
-        # compare's scratch_same trains with FINE_TUNE_PARAMS, today's
-        # 6 epochs; the curves' fine-tuned row had 12.
-        with mock.patch.dict(FINE_TUNE_PARAMS, max_epochs=SCRATCH_BUDGET["max_epochs"]):
-            res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=3,
-                          random_state=0, memory=CACHE,
-                          image_size=SCRATCH_BUDGET["image_size"])
-        wall_s = time.perf_counter() - t
-        saved["rows"] += json.loads(res.to_json(orient="records"))
-        saved["parts"].append({"size": size, "wall_s": wall_s, "machine": describe_machine()})
-        _save("scratch", saved)
-        print(f"scratch_same n={size}: done in {wall_s:.0f} s", file=sys.stderr, flush=True)
+        for fold in range(CV):
+            if (size, fold) in done:
+                continue
+            t = time.perf_counter()
+            # compare's scratch_same trains with FINE_TUNE_PARAMS, today's
+            # 6 epochs; the curves' fine-tuned row had 12.
+            res = compare("elpv", models=["scratch_same"], train_sizes=[size], cv=CV,
+                          folds=[fold], random_state=0, memory=CACHE,
+                          image_size=SCRATCH_BUDGET["image_size"],
+                          model_params={"scratch_same": {
+                              "max_epochs": SCRATCH_BUDGET["max_epochs"]}})
+            wall_s = time.perf_counter() - t
+            saved["rows"] += json.loads(res.to_json(orient="records"))
+            saved["parts"].append({"size": size, "fold": fold, "wall_s": wall_s,
+                                   "machine": describe_machine()})
+            _save("scratch", saved)
+            print(f"scratch_same n={size} fold {fold}: done in {wall_s:.0f} s",
+                  file=sys.stderr, flush=True)
+
+
+def _scratch_done(scratch) -> set:
+    """The (size, fold) pairs run; a part without a fold ran every fold."""
+    return {(part["size"], fold) for part in scratch["parts"]
+            for fold in ([part["fold"]] if "fold" in part else range(CV))}
+
+
+def _scratch_complete(scratch) -> dict:
+    """``scratch`` with only the rows of training sizes whose every fold has
+    run: a mean over some of the folds would not compare with the others."""
+    folds = {}
+    for r in scratch["rows"]:
+        folds.setdefault(r["train_size"], set()).add(r["fold"])
+    whole = {n for n, f in folds.items() if f == set(range(CV))}
+    return {**scratch, "rows": [r for r in scratch["rows"] if r["train_size"] in whole]}
 
 
 def run_cross_type():
@@ -255,11 +275,18 @@ def _scratch_note(scratch, curves_machine):
     """What the from-random-weights rows are, where they ran, what is missing."""
     if not scratch:
         return ""
-    ran = [part["size"] for part in scratch["parts"]]
-    missing = ["all" if s == 1.0 else str(s) for s in SIZES if s not in ran]
+    done = _scratch_done(scratch)
+
+    def name(size):
+        return "all" if size == 1.0 else str(size)
+
+    missing = [name(n) for n in SIZES if not any((n, f) in done for f in range(CV))]
+    partial = [f"{name(n)} (fold{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))} of "
+               f"0-{CV - 1})" for n in SIZES
+               if 0 < len(fs := [f for f in range(CV) if (n, f) in done]) < CV]
     kinds = "; ".join(sorted({machine_kind(part["machine"]) for part in scratch["parts"]}))
     # accuracy alone hides a network that answers one class for every image
-    rows = pd.DataFrame(scratch["rows"])
+    rows = pd.DataFrame(_scratch_complete(scratch)["rows"])
     by_size = rows[rows["status"] == "ok"].groupby("train_size")
     balanced, fit_s = by_size["balanced_accuracy"].mean(), by_size["fit_s"].mean()
     budget = scratch["budget"]
@@ -275,12 +302,18 @@ def _scratch_note(scratch, curves_machine):
             + f". Ran on: {kinds} (the other rows: {machine_kind(curves_machine)}; "
             "fit times compare only on one kind of machine)."
             + (f" Not run yet: {', '.join(missing)} training images." if missing else "")
+            + (f" Partly run, left out of the table and plot until every fold has: "
+               f"{', '.join(partial)}." if partial else "")
             + "\n")
 
 
 def _budget_size(budget):
+    from sktransfer._backbones import DEFAULT_BACKBONE, load_backbone
+
     size = budget["image_size"]
-    return "the backbone's 224 px" if size is None else f"image_size={size!r}"
+    if size is None:  # the default backbone's own input size
+        return f"the backbone's {load_backbone(DEFAULT_BACKBONE, weights=None).input_size} px"
+    return f"image_size={size!r}"
 
 
 def render(write=True):
@@ -299,7 +332,8 @@ def render(write=True):
     curves = _load("curves")
     if curves:
         machine = curves["machine"]
-        scratch = _load("scratch")  # run apart: it costs several times the others
+        scratch_parts = _load("scratch")  # run apart: it costs several times the others
+        scratch = _scratch_complete(scratch_parts) if scratch_parts else None
         res = pd.DataFrame(curves["rows"] + (scratch["rows"] if scratch else []))
         ok = res[res["status"] == "ok"]
         stats = ok.groupby(["model", "train_size"])["accuracy"].agg(["mean", "std"])
@@ -335,7 +369,7 @@ subset and seed; 3-fold CV stratified by probability x cell type, every
 model on the same subsets). Columns: training images.
 
 {chr(10).join(lines)}
-{_scratch_note(scratch, curves["machine"])}
+{_scratch_note(scratch_parts, curves["machine"])}
 Always predicting the majority class ("functional") scores {majority['all']:.1%}; with
 {sizes[0]} training images the best model scores {small_best:.1%}
 ({(small_best - majority['all']) * 100:+.1f} points).
@@ -368,7 +402,7 @@ frozen model trains only its logistic regression).
                          f"{stats.loc[('fine_tuned', sizes[-1])]['mean']:.1%} / "
                          f"{stats.loc[('frozen_lr', sizes[-1])]['mean']:.1%} / "
                          f"{max(stats.loc[(m, sizes[-1])]['mean'] for m in CLASSICAL_MODELS):.1%}"))
-        if scratch:
+        if scratch and scratch["rows"]:
             # the largest size the from-random-weights row has reached so far
             n = max(r["train_size"] for r in scratch["rows"])
             pair = ok[(ok["train_size"] == n) & ok["model"].isin(["fine_tuned", "scratch_same"])]
