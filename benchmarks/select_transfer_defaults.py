@@ -48,7 +48,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe_machine, machine_markdown, require_reference_cpu
+from _machine import describe_machine, machine_kind, machine_markdown, require_reference_cpu
 from bench_transfer import paper_split
 
 from sktransfer import TransferClassifier
@@ -413,7 +413,20 @@ scored on the defect column; Lite1), ties to the higher inner ROC AUC; a
 candidate whose first fold projects over 20 minutes stops there. Decision:
 {f'**{best[0]}**, TTA ' + ('on' if best[1] else 'off') if best else
  'not every round-4 candidate has run (' + (', '.join(ran) or 'none') + ' so far).'}
-{table}"""
+{table}{_round4_machines(ran)}"""
+
+
+def _round4_machines(ran) -> str:
+    """Where each round-4 candidate ran: their fit times compare only within a kind."""
+    if not ran:
+        return ""
+    kinds = {}
+    for name in ran:
+        m = json.loads((RESULTS / "transfer_selection" / f"{name}.json").read_text())["machine"]
+        kinds.setdefault(f"{machine_kind(m)}, torch {m.get('torch')}", []).append(
+            f"{name} ({m.get('date', '')[:10]})")
+    return ("\nFourth round machines: " + "; ".join(f"{', '.join(v)} on {k}"
+                                                     for k, v in kinds.items()) + ".\n")
 
 
 def _core_machine() -> str:
