@@ -308,11 +308,14 @@ def _scratch_note(scratch, curves_machine):
 
 
 def _budget_size(budget):
-    from sktransfer._backbones import DEFAULT_BACKBONE, load_backbone
+    import timm
+
+    from sktransfer._backbones import BUILTIN, DEFAULT_BACKBONE
 
     size = budget["image_size"]
-    if size is None:  # the default backbone's own input size
-        return f"the backbone's {load_backbone(DEFAULT_BACKBONE, weights=None).input_size} px"
+    if size is None:  # the default backbone's own input size, from timm's config (no build)
+        side = timm.get_pretrained_cfg(BUILTIN[DEFAULT_BACKBONE].arch).input_size[-1]
+        return f"the backbone's {side} px"
     return f"image_size={size!r}"
 
 
