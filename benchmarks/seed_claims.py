@@ -563,12 +563,12 @@ overtook the SVC from 30 labels per class on.
 def _multitask_headline():
     """README rows of #14's multi-task answer: sizes where every auxiliary
     configuration has its five paired seeds."""
-    from bench_multitask import AUX_NAMES, CONFIGS, _delta, summary
+    from bench_multitask import AUX_NAMES, CONFIGS, SEEDS, _delta, summary
 
     rows, out = summary(), []
     for size in dict.fromkeys(r["size"] for r in rows):
         aux = [r for r in rows if r["size"] == size and r["config"] != "defect"]
-        if len(aux) < len(CONFIGS) - 1 or any(len(r.get("paired", [])) < 5 for r in aux):
+        if len(aux) < len(CONFIGS) - 1 or any(len(r.get("paired", [])) < len(SEEDS) for r in aux):
             continue
         out.append((f"ELPV multi-task, {size} training images: defect accuracy / ROC AUC with "
                     "auxiliary columns minus defect alone, mean of seeds 0-4 [paired 95 % CI]",
