@@ -129,6 +129,22 @@ ROUND4_CANDIDATES = {
 }
 
 
+# Fifth round (#14 row b, a second look), committed on 2026-12-03 before any
+# score of its candidate exists, *after* round 4's choice (r4_aux_type, TTA)
+# was scored on the test split and missed row (b)'s bar (89.33 %, 0.9429).
+# Lite2 is the one option the issue names that round 4 left out. It joins
+# rule (2)'s ranking unchanged (candidates of rounds 3-5, TTA off/on, best
+# mean inner accuracy within the 20-minute projection, ties to the higher
+# inner ROC AUC; a first fold projected over 20 minutes stops it). If round
+# 4's choice still ranks first, row (b) stands as scored. If a round-5 pair
+# ranks first, its five test seeds run once (``bench_transfer.py
+# row_b2_seed_0..4``) and row (b) reports both choices, this one marked as a
+# second look taken after the first's test scores were known.
+ROUND5_CANDIDATES = {
+    "r5_lite2": {"backbone": "efficientnet_lite2"},  # the [lite] extra, 6.1 M weights
+}
+
+
 def _pairs(candidates):
     """(mean inner accuracy, mean inner ROC AUC, candidate, tta) of every 3-fold
     candidate in ``candidates`` that has run, and whether its projected fit
@@ -167,6 +183,16 @@ def round4_defaults():
 def round4_best():
     """Rule (2): the pair for #14's row (b), or None before every candidate ran."""
     candidates = {**CORE_CANDIDATES, **ROUND4_CANDIDATES}
+    pairs = _pairs(candidates)
+    if {p[2] for p in pairs} != set(candidates):
+        return None
+    best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]), default=None)
+    return None if best is None else (best[2], best[3])
+
+
+def round5_best():
+    """The fifth round's pair for row (b), or None before its candidate ran."""
+    candidates = {**CORE_CANDIDATES, **ROUND4_CANDIDATES, **ROUND5_CANDIDATES}
     pairs = _pairs(candidates)
     if {p[2] for p in pairs} != set(candidates):
         return None
@@ -234,8 +260,9 @@ def _score(model, X_val, y_val):
 
 
 def run_cv(name):
-    core = name in CORE_CANDIDATES or name in ROUND4_CANDIDATES
-    params = {**CV_CANDIDATES, **CORE_CANDIDATES, **ROUND4_CANDIDATES}[name]
+    core = name in {**CORE_CANDIDATES, **ROUND4_CANDIDATES, **ROUND5_CANDIDATES}
+    params = {**CV_CANDIDATES, **CORE_CANDIDATES, **ROUND4_CANDIDATES,
+              **ROUND5_CANDIDATES}[name]
     aux = params.get("aux")
     fit_params = {k: v for k, v in params.items() if k != "aux"}
     require_reference_cpu(name)  # its fold times feed the 20-minute projection
@@ -416,8 +443,38 @@ candidate whose first fold projects over 20 minutes stops there. Decision:
 {table}{_round4_machines(ran)}"""
 
 
-def _round4_machines(ran) -> str:
-    """Where each round-4 candidate ran: their fit times compare only within a kind."""
+def render_round5() -> str:
+    """The fifth round's rule and where it stands."""
+    ran = [n for n in ROUND5_CANDIDATES
+           if (RESULTS / "transfer_selection" / f"{n}.json").exists()]
+    first, best = round4_best(), round5_best()
+    if best is None:
+        decision = "not run yet."
+    elif best == first:
+        decision = (f"round 4's choice (**{best[0]}**, TTA {'on' if best[1] else 'off'}) "
+                    "still ranks first: row (b) stands as scored.")
+    else:
+        decision = (f"**{best[0]}**, TTA {'on' if best[1] else 'off'} ranks first: its "
+                    "five test seeds are row (b)'s second look (`bench_transfer.py "
+                    "row_b2_seed_0..4`).")
+    table = (render_cv(ROUND5_CANDIDATES, None, "(today's defaults)", fold_time=np.min,
+                       decide=False) if ran else "")
+    return f"""
+## Fifth round (issue #14 row b, a second look)
+
+Rule committed on 2026-12-03, before any score of its candidate, and after
+round 4's row-(b) choice was scored on the test split and missed the bar:
+{', '.join(ROUND5_CANDIDATES)} (`backbone="efficientnet_lite2"`, the one option
+the issue names that round 4 left out) joins the same ranking as rule (2)
+over rounds 3-5. If round 4's choice still ranks first, row (b) stands; if
+not, the new choice's five test seeds run once and row (b) reports both,
+this one marked as chosen after the first's test scores were known.
+Decision: {decision}
+{table}{_round4_machines(ran, "Fifth")}"""
+
+
+def _round4_machines(ran, which="Fourth") -> str:
+    """Where each candidate ran: their fit times compare only within a kind."""
     if not ran:
         return ""
     kinds = {}
@@ -425,7 +482,7 @@ def _round4_machines(ran) -> str:
         m = json.loads((RESULTS / "transfer_selection" / f"{name}.json").read_text())["machine"]
         kinds.setdefault(f"{machine_kind(m)}, torch {m.get('torch')}", []).append(
             f"{name} ({m.get('date', '')[:10]})")
-    return ("\nFourth round machines: " + "; ".join(f"{', '.join(v)} on {k}"
+    return (f"\n{which} round machines: " + "; ".join(f"{', '.join(v)} on {k}"
                                                      for k, v in kinds.items()) + ".\n")
 
 
@@ -468,6 +525,7 @@ and third candidates the test suite ran on the same 2 cores.
 {render_cv(CORE_CANDIDATES, CORE_INTRO, "(today's defaults)", fold_time=np.min)}
 {_core_machine()}
 {render_round4()}
+{render_round5()}
 ## Machine
 
 {machine_markdown(machine) if machine else ''}
