@@ -87,39 +87,55 @@ def _round4(seed):
     return TransferClassifier(random_state=seed, verbose=1, dropout=0.2, tta="auto")
 
 
-def _row_b_choice():
+def _row_b_choice(second=False):
     """#14 row (b): ``round4_best()``'s candidate, TTA, its parameters and its
-    auxiliary target's kind (None: the defect alone); None before it is decided."""
-    from select_transfer_defaults import CORE_CANDIDATES, ROUND4_CANDIDATES, round4_best
+    auxiliary target's kind (None: the defect alone); None before it is decided.
+
+    ``second``: the fifth round's second look, ``round5_best()``'s choice;
+    None also when it is round 4's (row (b) then stands as scored).
+    """
+    from select_transfer_defaults import (
+        CORE_CANDIDATES,
+        ROUND4_CANDIDATES,
+        ROUND5_CANDIDATES,
+        round4_best,
+        round5_best,
+    )
 
     best = round4_best()
+    if second:
+        best = None if round5_best() in (None, best) else round5_best()
     if best is None:
         return None
     name, tta = best
-    params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES}[name])
+    params = dict({**CORE_CANDIDATES, **ROUND4_CANDIDATES, **ROUND5_CANDIDATES}[name])
     return name, tta, params, params.pop("aux", None)
 
 
-def _row_b(seed):
+def _row_b(seed, second=False):
     """Row (b)'s model with seed ``seed``, and its auxiliary target's kind."""
-    choice = _row_b_choice()
+    choice = _row_b_choice(second)
     if choice is None:
-        raise SystemExit("row (b): not every round-4 candidate has run; run "
-                         "select_transfer_defaults.py with the ones missing first.")
+        raise SystemExit("row (b): " + (
+            "the fifth round has not run, or it kept round 4's choice: no second look."
+            if second else "not every round-4 candidate has run; run "
+            "select_transfer_defaults.py with the ones missing first."))
     _, tta, params, aux = choice
     return TransferClassifier(random_state=seed, verbose=1, tta=tta, **params), aux
 
 
-def _row_b_label(seed):
-    choice = _row_b_choice()
+def _row_b_label(seed, second=False):
+    rule = "round5_best()" if second else "round4_best()"
+    choice = _row_b_choice(second)
     if choice is None:
-        return f"#14 row (b), seed {seed}: round4_best()'s choice (not decided yet)"
+        return f"#14 row (b), seed {seed}: {rule}'s choice (not decided yet)"
     name, tta, params, aux = choice
     args = ", ".join([f"random_state={seed}", *(f"{k}={v!r}" for k, v in params.items()),
                       f"tta={tta}"])
     target = {None: "", "type": " with y = (defect, cell type)",
               "level": " with y = (defect, defect probability level)"}[aux]
-    return (f"TransferClassifier({args}){target}: #14 row (b), round4_best()'s choice "
+    look = ", a second look" if second else ""
+    return (f"TransferClassifier({args}){target}: #14 row (b){look}, {rule}'s choice "
             f"({name}), engine='auto'")
 
 
@@ -166,6 +182,11 @@ def models():
         # once per seed, whatever they give. Bar: mean over seeds 0-4 >=
         # 89.5 % accuracy and ROC AUC >= 0.945, every fit <= 20 min.
         **{f"row_b_seed_{k}": (_row_b_label(k), lambda k=k: _row_b(k)) for k in range(5)},
+        # #14 row (b), a second look: round5_best()'s choice if it is not round
+        # 4's (rule committed before any fifth-round score, after the rows
+        # above were scored), scored once per seed; the same bar.
+        **{f"row_b2_seed_{k}": (_row_b_label(k, True), lambda k=k: _row_b(k, True))
+           for k in range(5)},
         "before_core_frozen_lr": ("PretrainedFeatureExtractor() + StandardScaler + "
                                   "LogisticRegression, before #12 (224 px)", None),
         "before_core_default": (f"TransferClassifier(random_state=0), {BEFORE_CORE}", None),
@@ -221,14 +242,18 @@ def five_seed_bar_met(seeds):
             and max(r["fit_s"] for r in seeds) <= 20 * 60)
 
 
-def row_b_results():
+def row_b_results(second=False):
     """The five-seed results of #14's row (b), or fewer while they run.
 
     When ``round4_best()`` picks the fourth round's defaults with TTA, row (b)
     is the same model as the ``round4`` rows and those are its results.
+    ``second``: the results of the fifth round's second look (``row_b2`` rows).
     """
     from select_transfer_defaults import round4_best
 
+    if second:
+        paths = sorted((RESULTS / "transfer").glob("row_b2_seed_*.json"))
+        return [json.loads(p.read_text()) for p in paths]
     if round4_best() == ("core_defaults", True):
         return default_seed_results("round4")
     paths = sorted((RESULTS / "transfer").glob("row_b_seed_*.json"))
@@ -244,15 +269,26 @@ def row_b_bar_met(seeds):
 
 
 def _row_b_summary():
-    from select_transfer_defaults import round4_best
+    from select_transfer_defaults import round4_best, round5_best
 
     best = round4_best()
     if best is None:
         return ("\n#14 row (b), sktransfer's best one-line configuration: not chosen yet "
                 "(not every round-4 candidate of `select_transfer_defaults.py` has run).\n")
-    seeds = row_b_results()
-    head = (f"\n#14 row (b), sktransfer's best one-line configuration: `round4_best()` chose "
-            f"{best[0]} with TTA {'on' if best[1] else 'off'} on the inner folds")
+    text = _row_b_seeds_summary(
+        row_b_results(), f"\n#14 row (b), sktransfer's best one-line configuration: "
+        f"`round4_best()` chose {best[0]} with TTA {'on' if best[1] else 'off'} on the inner "
+        "folds")
+    second = round5_best()
+    if second is not None and second != best:
+        text += _row_b_seeds_summary(
+            row_b_results(second=True), f"\n#14 row (b), a second look (fifth inner-CV round, "
+            f"chosen after the first look's test scores were known): `round5_best()` chose "
+            f"{second[0]} with TTA {'on' if second[1] else 'off'} on the inner folds")
+    return text
+
+
+def _row_b_seeds_summary(seeds, head):
     if not seeds:
         return head + "; its test seeds have not run.\n"
     acc = [r["accuracy"] for r in seeds]
