@@ -105,7 +105,8 @@ def _row_b_choice(second=False):
 
     best = round4_best()
     if second:
-        best = None if round5_best() in (None, best) else round5_best()
+        again = round5_best()
+        best = None if again in (None, best) else again
     if best is None:
         return None
     name, tta = best
@@ -252,12 +253,9 @@ def row_b_results(second=False):
     """
     from select_transfer_defaults import round4_best
 
-    if second:
-        paths = sorted((RESULTS / "transfer").glob("row_b2_seed_*.json"))
-        return [json.loads(p.read_text()) for p in paths]
-    if round4_best() == ("core_defaults", True):
+    if not second and round4_best() == ("core_defaults", True):
         return default_seed_results("round4")
-    paths = sorted((RESULTS / "transfer").glob("row_b_seed_*.json"))
+    paths = sorted((RESULTS / "transfer").glob(f"row_b{'2' if second else ''}_seed_*.json"))
     return [json.loads(p.read_text()) for p in paths]
 
 
@@ -388,12 +386,13 @@ def _machines(kinds) -> str:
 
 def render():
     rows, kinds = [], {}
-    for name in models():
+    # each models() call reads the selection rounds' results for the row-(b) labels
+    labels = {name: label for name, (label, _) in models().items()}
+    for name, label in labels.items():  # what each name means now, e.g. after a rename
         path = RESULTS / "transfer" / f"{name}.json"
         if path.exists():
             r = json.loads(path.read_text())
             kinds.setdefault(machine_kind(r["machine"]), []).append((name, r["machine"]))
-            label = models()[name][0]  # what the name means now, e.g. after a rename
             # Results from before the params were stored ran under the
             # defaults of their day: 224 px, 12 epochs at most, no TTA.
             size = r.get("image_size", 224)

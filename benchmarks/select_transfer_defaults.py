@@ -180,24 +180,25 @@ def round4_defaults():
     return best[2], best[3]
 
 
-def round4_best():
-    """Rule (2): the pair for #14's row (b), or None before every candidate ran."""
-    candidates = {**CORE_CANDIDATES, **ROUND4_CANDIDATES}
+def _best_pair(candidates):
+    """Rule (2)'s ranking over ``candidates``: the (candidate, tta) pair with the
+    best mean inner accuracy within the 20-minute projection, ties to the higher
+    inner ROC AUC; None before every candidate ran or when none is within."""
     pairs = _pairs(candidates)
     if {p[2] for p in pairs} != set(candidates):
         return None
     best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]), default=None)
     return None if best is None else (best[2], best[3])
+
+
+def round4_best():
+    """Rule (2): the pair for #14's row (b), or None before every candidate ran."""
+    return _best_pair({**CORE_CANDIDATES, **ROUND4_CANDIDATES})
 
 
 def round5_best():
     """The fifth round's pair for row (b), or None before its candidate ran."""
-    candidates = {**CORE_CANDIDATES, **ROUND4_CANDIDATES, **ROUND5_CANDIDATES}
-    pairs = _pairs(candidates)
-    if {p[2] for p in pairs} != set(candidates):
-        return None
-    best = max((p for p in pairs if p[4]), key=lambda p: (p[0], p[1]), default=None)
-    return None if best is None else (best[2], best[3])
+    return _best_pair({**CORE_CANDIDATES, **ROUND4_CANDIDATES, **ROUND5_CANDIDATES})
 
 
 def _aux_target(kind, X):
@@ -440,7 +441,7 @@ scored on the defect column; Lite1), ties to the higher inner ROC AUC; a
 candidate whose first fold projects over 20 minutes stops there. Decision:
 {f'**{best[0]}**, TTA ' + ('on' if best[1] else 'off') if best else
  'not every round-4 candidate has run (' + (', '.join(ran) or 'none') + ' so far).'}
-{table}{_round4_machines(ran)}"""
+{table}{_round_machines(ran, "Fourth")}"""
 
 
 def render_round5() -> str:
@@ -470,10 +471,10 @@ over rounds 3-5. If round 4's choice still ranks first, row (b) stands; if
 not, the new choice's five test seeds run once and row (b) reports both,
 this one marked as chosen after the first's test scores were known.
 Decision: {decision}
-{table}{_round4_machines(ran, "Fifth")}"""
+{table}{_round_machines(ran, "Fifth")}"""
 
 
-def _round4_machines(ran, which="Fourth") -> str:
+def _round_machines(ran, which) -> str:
     """Where each candidate ran: their fit times compare only within a kind."""
     if not ran:
         return ""
