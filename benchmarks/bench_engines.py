@@ -39,7 +39,7 @@ from bench_extraction import cosine, downstream_accuracy, paper_split
 
 from sktransfer import PretrainedFeatureExtractor
 from sktransfer._images import check_images
-from sktransfer._inference import forward, to_device
+from sktransfer._inference import to_device
 from sktransfer._inputs import Preprocess
 from sktransfer.datasets import load_elpv
 
@@ -87,10 +87,9 @@ def split_times(paths, fitted) -> dict:
     out = {"decode_ms": 1e3 * decode, "resize_normalise_ms": 1e3 * resize}
     for name, est in fitted.items():
         start = time.perf_counter()
-        for x in batches:
-            x = to_device(x, est.device_)
-            forward(est.model_, x, device=est.device_, dtype=est._dtype,
-                    fn=lambda b, est=est: est._forward(b, None))
+        with torch.inference_mode():
+            for x in batches:
+                est.trunk_(est.model_, to_device(x, est.device_))
         out[f"network_ms {name}"] = 1e3 * (time.perf_counter() - start) / len(paths)
     return out
 

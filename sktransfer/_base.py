@@ -9,7 +9,6 @@ build theirs: ``{**BackboneEstimator._parameter_constraints, ...}``.
 from __future__ import annotations
 
 import os
-import warnings
 from numbers import Integral
 
 import numpy as np
@@ -19,11 +18,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _device, _engines, _inference
 from ._backbones import load_backbone
+from ._cache import memory_location
 from ._images import ImageSource
 from ._inputs import Preprocess
 from ._network import BackboneNetwork, InputSizeError
 from ._persistence import TorchModelPickleMixin
 from ._random import torch_rng
+from ._trunk import FrozenTrunk
 
 
 class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
@@ -99,64 +100,30 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         self.engine_ = _engines.resolve(self.engine, device=self.device_,
                                         owner=type(self).__name__)
 
-    def _onnx_part(self, network: BackboneNetwork, stop: int | None = None,
-                   pool: bool = False, memory=None, weights_id: str | None = None):
-        """The frozen part of ``network`` as ONNX Runtime runs it, or ``None``
-        where torch runs it.
-
-        The part: its first ``stop`` units (globally average-pooled with
-        ``pool``), or with ``stop=None`` the whole network's pooled features.
-        Its graph is exported once per backbone, weights, cut point and size,
-        then taken from this process's cache or from ``memory``. A backbone
-        the exporter cannot trace falls back to torch with ``engine="auto"``
-        (``engine_`` says which ran).
-        """
-        if self.engine_ == "torch" or stop == 0:
-            return None
-        if not _engines.available(self.engine_):
-            self._engine_missing()
-            if self.engine_ == "torch":
-                return None
-
-        def key_of(start, end, end_pool):
-            return _engines.graph_key(backbone=self.backbone,
-                                      weights_id=weights_id or self.weights_id_,
-                                      start=start, stop=end, pool=end_pool,
-                                      size=self.image_size_, n_units=network.n_units)
-
-        part = _engines.build_part(network, key_of, self.image_size_, stop=stop, pool=pool,
-                                   engine=self.engine_, requested=self.engine,
-                                   precision=self.precision_, memory=memory,
-                                   owner=type(self).__name__)
-        if part is None:
-            self.engine_ = "torch"
-        return part
-
-    def _engine_missing(self) -> None:
-        """Loaded where the engine it was fitted with is not installed."""
-        name, missing = type(self).__name__, self.engine_
-        if self.engine != "auto":
-            raise ImportError(
-                f"This {name} was fitted with engine={missing!r}, which needs onnx, onnxscript "
-                f"and {missing}: pip install onnx onnxscript {missing} in this environment, "
-                f"or refit with engine='auto' or 'torch'.")
-        self.engine_ = _engines.resolve("auto", device=self.device_, owner=name)
-        warnings.warn(
-            f"{name} was fitted with engine={missing!r} (engine='auto'), which is not "
-            f"installed here: running the frozen part with {self.engine_!r} instead (the "
-            "same network and weights, numerics within the precision's noise).", UserWarning,
-            stacklevel=4)
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return getattr(torch, self.precision_)
+    def _make_trunk(self, network: BackboneNetwork, *, stop, pool: bool, units_id: str,
+                    kind: str, layer_module: str | None = None) -> FrozenTrunk:
+        """The frozen trunk of ``network`` with this estimator's engine,
+        precision and ``memory``, its engine made ready now (``fit`` reports
+        a failure); sets ``engine_`` and ``precision_`` to what runs it."""
+        units = network.unit_names[:network.n_units if stop is None else stop]
+        trunk = FrozenTrunk(
+            backbone=self.backbone, units_id=units_id, stop=stop, pool=pool,
+            size=self.image_size_, n_units=network.n_units, engine=self.engine_,
+            requested=self.engine, precision=self.precision_, kind=kind,
+            settings={"units": units, "preprocess": self.preprocess_,
+                      "device_type": self.device_.type},
+            location=memory_location(self.memory), layer_module=layer_module)
+        trunk = trunk.prepared(network, type(self).__name__)
+        if trunk.engine == "onnxruntime":  # it computes float32 only
+            trunk = trunk.replace(precision="float32")
+        self.engine_, self.precision_ = trunk.engine, trunk.precision
+        return trunk
 
     def _run(self, source: ImageSource, indices, **kwargs):
-        """The one inference path with this estimator's network and settings."""
+        """The one inference path with this estimator's preprocessing and device."""
         return _inference.run(
             source, indices, preprocess=Preprocess(**self.preprocess_),
-            batch_size=self.batch_size, n_jobs=self.n_jobs, network=self.model_,
-            device=self.device_, dtype=self._dtype, **kwargs)
+            batch_size=self.batch_size, n_jobs=self.n_jobs, device=self.device_, **kwargs)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

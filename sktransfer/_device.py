@@ -1,9 +1,21 @@
 """One place that decides where networks run and at which precision.
 
-The precision policy, the same for every estimator and every pass that does
-not train (features, predictions, the frozen part of a fine-tuned network):
-with bf16, autocast starts at the backbone's second stage; its stem and first
-stage run in float32. Training steps use :func:`training_dtype`.
+The precision policy, stated once:
+
+- **The frozen trunk** (the extractor's network, the frozen units of a
+  fine-tuned one) runs at ``precision_``: float32, or bf16 from the unit
+  where the backbone's second stage starts, its stem and first stage in
+  float32 (they cost most of bf16's error and little of the time). This
+  holds on every engine and for every cut point: torch autocasts from that
+  unit (:meth:`~sktransfer._network.BackboneNetwork.forward_units`), OpenVINO
+  compiles the units before it at f32 and the rest at bf16, and a trunk
+  that ends before it is float32 throughout. ONNX Runtime computes float32
+  only, so an estimator whose engine is ONNX Runtime has
+  ``precision_="float32"``. A backbone whose second stage does not start at
+  a unit (a ViT, one unit) runs in float32.
+- **The trained top** (the units a fit trains and the new head) runs as it
+  was trained, at :func:`training_dtype`, whichever way its input arrived
+  (computed now, or read from ``memory=``).
 """
 
 from __future__ import annotations
@@ -94,54 +106,15 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     return resolve_precision(precision, device)
 
 
-@contextlib.contextmanager
-def autocast_from(model: torch.nn.Module, module_name: str | None,
-                  device: torch.device, dtype: torch.dtype):
-    """Autocast to ``dtype`` from module ``module_name`` of ``model`` on; before it, float32.
+def autocast(device: torch.device | str, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``'s type; nothing for float32.
 
-    bf16 rounding of the input image and of the first, full-resolution stage
-    cost most of the difference to float32 features, while that stage costs
-    little of the time: on EfficientNet-Lite0 / ELPV, keeping the stem and
-    stage 1 in float32 raised the minimum cosine similarity to float32
-    features from 0.990 to 0.996 at 4 % of the speed. ``module_name=None``
-    autocasts the whole forward pass. The context covers one forward pass
-    (once entered, autocast stays on until the context ends); a pass that
-    never reaches ``module_name`` stays float32.
+    What the trained top of a network runs under, in training steps and in
+    predictions alike (:func:`training_dtype`).
     """
     if dtype == torch.float32:
-        yield
-        return
-    ctx = torch.autocast(device_type=device.type, dtype=dtype)
-    if module_name is None:
-        with ctx:
-            yield
-        return
-    entered = []
-    # The hook is on a module other threads may run at the same time; only
-    # this thread's pass enters autocast (autocast state is per thread).
-    owner = threading.get_ident()
-
-    def enter(_module, _args):
-        if not entered and threading.get_ident() == owner:
-            ctx.__enter__()
-            entered.append(True)
-
-    handle = model.get_submodule(module_name).register_forward_pre_hook(enter)
-    try:
-        yield
-    finally:
-        handle.remove()
-        if entered:
-            ctx.__exit__(None, None, None)
-
-
-def precision_policy(network, device: torch.device, dtype: torch.dtype):
-    """The precision policy for a :class:`~sktransfer._network.BackboneNetwork`.
-
-    bf16 from the backbone's second stage on (``network.autocast_start``),
-    float32 before it; everything float32 when ``dtype`` is float32.
-    """
-    return autocast_from(network.backbone, network.autocast_start, device, dtype)
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

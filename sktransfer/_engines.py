@@ -12,45 +12,22 @@ Which is fastest depends on the CPU: ``benchmarks/results/engines.md``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import os
-import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from ._cache import _Recent
+from . import _testing
+from ._export import OPSET, export_torch
+from ._io import atomic_write
+from ._process_cache import cache
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
-
-
-_GRAPHS = _Recent(16)  # key -> serialised ONNX graph
-_SESSIONS = _Recent(8)  # (key, threads) -> onnxruntime.InferenceSession
-_COMPILED = _Recent(8)  # (key, threads, precision) -> openvino.CompiledModel
-_LOCK = threading.Lock()
-
-
-class Prefix(nn.Module):
-    """Units ``start`` to ``stop`` of a network (to the end with ``None``),
-    optionally globally average-pooled: a frozen part as one module."""
-
-    def __init__(self, network, stop: int | None = None, pool: bool = False, start: int = 0):
-        super().__init__()
-        self.network = network
-        self.start = start
-        self.stop = stop
-        self.pool = pool
-
-    def forward(self, x):
-        out = self.network.forward_units(x, self.start, self.stop)
-        if not self.pool:
-            return out.flatten(1) if self.stop is None else out
-        return out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)
 
 
 @functools.cache
@@ -81,43 +58,31 @@ def graph_key(*, backbone: str, weights_id: str, stop: int | None, pool: bool, s
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _export(module: Prefix, size: int) -> bytes:
-    from ._onnx import OPSET, _export_torch
-
-    module = module.float().cpu().eval()
-    example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        # a part that starts later takes the earlier units' output
-        example = module.network.forward_units(example, 0, module.start)
-        model = _export_torch(module, size, "output", OPSET, input_name="x", example=example)
+def _export(module: torch.nn.Module, example: torch.Tensor) -> bytes:
+    # A copy: the estimator's network stays where it is, in its memory format.
+    module = copy.deepcopy(module).float().cpu().eval().to(memory_format=torch.contiguous_format)
+    model = export_torch(module, example.shape[-1], "output", OPSET, input_name="x",
+                         example=example.float().cpu())
+    _testing.record("graph", "exported")
     return model.SerializeToString()
 
 
-def graph(module: Prefix, key: str, size: int, memory: str | os.PathLike | None = None) -> bytes:
-    """The ONNX graph of ``module``: from this process's cache, from
-    ``memory``'s directory, or exported now (and stored in both)."""
-    with _LOCK:
-        data = _GRAPHS.get(key)
-        if data is not None:
-            return data
+def graph(module: torch.nn.Module, key: str, example,
+          memory: str | os.PathLike | None = None) -> bytes:
+    """The ONNX graph of ``module`` (traced on ``example()``, its batch
+    dimension dynamic): from this process's cache, from ``memory``'s
+    directory, or exported now (and stored in both)."""
+
+    def make():
         path = Path(memory) / "sktransfer-onnx" / f"{key}.onnx" if memory else None
         if path is not None and path.is_file():
-            data = path.read_bytes()
-        else:
-            data = _export(_cpu_copy(module), size)
-            if path is not None:
-                from ._onnx import _write_atomic
-
-                _write_atomic(path, data)
-        _GRAPHS[key] = data
+            return path.read_bytes()
+        data = _export(module, example())
+        if path is not None:
+            atomic_write(path, data)
         return data
 
-
-def _cpu_copy(module: Prefix) -> Prefix:
-    import copy
-
-    # The estimator's network stays where it is, in its memory format.
-    return copy.deepcopy(module).to(memory_format=torch.contiguous_format)
+    return cache("graphs").get_or_put(key, make, len)
 
 
 def session(key: str, data: bytes):
@@ -126,16 +91,15 @@ def session(key: str, data: bytes):
     import onnxruntime as ort
 
     threads = torch.get_num_threads()
-    with _LOCK:
-        sess = _SESSIONS.get((key, threads))
-        if sess is None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-            _SESSIONS[(key, threads)] = sess
-        return sess
+
+    def make():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    return cache("sessions").get_or_put((key, threads), make, lambda _: len(data))
 
 
 class OnnxRuntimePart:
@@ -166,30 +130,30 @@ def compiled(key: str, data: bytes, precision: str):
     import openvino as ov
 
     threads = torch.get_num_threads()
-    with _LOCK:
-        model = _COMPILED.get((key, threads, precision))
-        if model is None:
-            core = ov.Core()
-            hint = "bf16" if precision == "bfloat16" else "f32"
-            model = core.compile_model(core.read_model(data), "CPU", {
-                "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-                # With fewer threads than CPUs, other processes share the cores
-                # (Dask workers of one thread each): OpenVINO's pinning put
-                # them on the same cores; unpinned, a LocalCluster of 2 x 1
-                # ran ~1.5x faster on this 2-core machine.
-                "ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)})
-            _COMPILED[(key, threads, precision)] = model
-        return model
+
+    def make():
+        core = ov.Core()
+        hint = "bf16" if precision == "bfloat16" else "f32"
+        return core.compile_model(core.read_model(data), "CPU", {
+            "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+            # With fewer threads than CPUs, other processes share the cores
+            # (Dask workers of one thread each): OpenVINO's pinning put
+            # them on the same cores; unpinned, a LocalCluster of 2 x 1
+            # ran ~1.5x faster on this 2-core machine.
+            "ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)})
+
+    return cache("compiled").get_or_put((key, threads, precision), make,
+                                        lambda _: len(data))
 
 
 class OpenVinoPart:
     """Runs a frozen part with OpenVINO on the CPU under the precision policy.
 
-    At ``precision="bfloat16"``, as with torch: the units up to the end of
-    the first stage in float32 (one graph), the rest in bf16 (a second
-    graph). Keeping the full-resolution first stage in float32 raised the
-    minimum cosine similarity to float32 features on ELPV from 0.961 to 0.996
-    (``benchmarks/results/engines.md``).
+    ``parts``: the graphs to run in order with their precisions. At bf16,
+    as with torch, the units before the second stage are one float32 graph
+    and the rest a bf16 graph (keeping the full-resolution first stage in
+    float32 raised the minimum cosine similarity to float32 features on
+    ELPV from 0.961 to 0.996, ``benchmarks/results/engines.md``).
     """
 
     def __init__(self, parts: list, precision: str):
@@ -239,37 +203,3 @@ def resolve(engine: str, *, device: torch.device, owner: str) -> str:
     if cpu_has_amx() and available("openvino"):
         return "openvino"
     return "onnxruntime" if available("onnxruntime") else "torch"
-
-
-def build_part(network, key_of, size: int, *, stop: int | None, pool: bool, engine: str,
-               requested: str, precision: str = "float32", memory=None, owner: str = ""):
-    """The frozen part (units ``0..stop`` of ``network``) as ONNX Runtime or
-    OpenVINO runs it, or ``None`` for torch.
-
-    ``key_of(start, stop, pool)`` names a graph. With ``requested="auto"`` a
-    backbone the exporter cannot trace falls back to torch (with a warning);
-    with an explicit engine it raises.
-    """
-    if engine == "torch":
-        return None
-    from ._onnx import ExportError
-
-    def part(start, end, end_pool):
-        key = key_of(start, end, end_pool)
-        return key, graph(Prefix(network, end, end_pool, start), key, size, memory)
-
-    try:
-        if engine == "onnxruntime":
-            return OnnxRuntimePart(*part(0, stop, pool))
-        split = network.stage_ends()[0] if network.stages else None
-        if precision != "bfloat16" or not split or (stop is not None and stop <= split):
-            return OpenVinoPart([(*part(0, stop, pool), "float32" if not split
-                                  and precision == "bfloat16" else precision)], precision)
-        return OpenVinoPart([(*part(0, split, False), "float32"),
-                             (*part(split, stop, pool), "bfloat16")], precision)
-    except ExportError as exc:
-        if requested != "auto":
-            raise
-        warnings.warn(f"{owner}: {exc} Running it with torch instead (engine='auto').",
-                      UserWarning, stacklevel=3)
-        return None

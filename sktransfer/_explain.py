@@ -19,7 +19,8 @@ from ._persistence import check_input_columns
 
 
 def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
-             logits: slice = slice(None), binary: bool = False) -> torch.Tensor:
+             logits: slice = slice(None), binary: bool = False, start: int = 0,
+             size: tuple | None = None) -> torch.Tensor:
     """``(n, H, W)`` Grad-CAM maps of ``targets`` for a normalised batch ``x``.
 
     ``targets=None`` explains each image's predicted class (from the same
@@ -29,12 +30,15 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     ``network`` is a
     :class:`~sktransfer._network.BackboneNetwork` with a head; the map is
     taken at the output of its last unit that still has a spatial layout.
-    Runs with gradients enabled (the inference path's ``mode="grad"``).
+    ``start``: ``x`` is the output of the first ``start`` units (the frozen
+    trunk's), a spatial map itself; ``size``: the input images' side (the
+    maps' resolution). Runs with gradients enabled (the inference path's
+    ``mode="grad"``).
     """
-    feature = None
     # The input carries the gradient: the parameters need none.
     h = x.clone().requires_grad_(True)
-    for i in range(network.n_units):
+    feature = h if start and h.ndim == 4 else None
+    for i in range(start, network.n_units):
         h = network.unit(i)(h)
         if h.ndim == 4:
             feature = h
@@ -50,7 +54,7 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     grads = torch.autograd.grad(score, feature)[0]
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    cam = F.interpolate(cam, size=size or x.shape[-2:], mode="bilinear", align_corners=False)
     cam = cam[:, 0]
     peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
     return cam / peak
@@ -59,8 +63,8 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
 def _task_logits(estimator, task):
     """The classes of the task explained, its slice of the logits, and whether
     it is one sigmoid."""
-    tasks = getattr(estimator, "_tasks", None)
-    if tasks is None:
+    tasks = estimator._tasks
+    if estimator.n_outputs_ == 1:
         if task not in (None, 0):
             raise ValueError(f"task={task!r}: this model has one target; leave task=None.")
         return estimator.classes_, slice(None), False
@@ -90,26 +94,27 @@ def explain(estimator, X, target=None, *, task=None) -> np.ndarray:
             where = "" if task is None else f"[{task}]"
             raise ValueError(f"target {unknown} is not among classes_{where} {known}.")
         targets = np.array([known.index(t) for t in labels])
-    network = estimator.model_.eval()
+    network, trunk = estimator.model_, estimator.trunk_
     device = estimator.device_
 
     def cam(x, pos):
         t = None if targets is None else torch.as_tensor(targets[pos], device=device)
+        if trunk is not None:
+            with torch.no_grad():
+                frozen = trunk(network, x)
+            if frozen.ndim == 4:  # the map to explain is the trunk's output or after it
+                return grad_cam(network, frozen.float(), t, logits, binary,
+                                start=trunk.stop, size=x.shape[-2:])
+        # The last map lies inside the frozen units: the gradient must reach it there.
         return grad_cam(network, x, t, logits, binary)
 
     out = np.empty((n, size, size), dtype=np.float32)
-    # Gradients need float32; parameters stay untouched.
-    params = [p.requires_grad for p in network.parameters()]
-    network.requires_grad_(False)
-    try:
-        for pos, (maps,) in run(source, range(n), preprocess=Preprocess(**estimator.preprocess_),
-                                batch_size=estimator.batch_size, n_jobs=estimator.n_jobs,
-                                network=network, device=device, dtype=torch.float32,
-                                fn=cam, mode="grad"):
-            out[pos] = maps.cpu().numpy()
-    finally:
-        for p, flag in zip(network.parameters(), params):
-            p.requires_grad_(flag)
+    # torch.autograd.grad differentiates with respect to the feature map
+    # only: no parameter's .grad is written, and the model is left as it was.
+    for pos, (maps,) in run(source, range(n), preprocess=Preprocess(**estimator.preprocess_),
+                            batch_size=estimator.batch_size, n_jobs=estimator.n_jobs,
+                            device=device, fn=cam, mode="grad"):
+        out[pos] = maps.cpu().numpy()
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import threading
 import warnings
 
 import numpy as np
@@ -14,26 +13,11 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._base import BackboneEstimator
-from ._cache import EmbeddingCache, memory_location
 from ._device import worker_threads
 from ._images import ImageError, ImageInput, ImageWarning, check_images
-from ._inference import forward
 from ._inputs import Preprocess, iter_batches
 from ._persistence import check_input_columns
 from ._random import draw_seed
-
-
-class _StopForward(Exception):
-    """Raised by a forward hook once the requested layer has run."""
-
-
-def _pool(feats: torch.Tensor) -> torch.Tensor:
-    feats = feats.float()  # the mean of many bf16 values, summed in float32
-    if feats.ndim == 4:  # (N, C, H, W) feature map: global average pooling
-        return feats.mean(dim=(2, 3))
-    if feats.ndim == 3:  # (N, tokens, C) transformer tokens: mean over tokens
-        return feats.mean(dim=1)
-    return feats.flatten(1)
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
@@ -137,10 +121,14 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     device_ : torch.device
         Device the network runs on.
     precision_ : str
-        ``"bfloat16"`` or ``"float32"``: the autocast precision of the torch
-        engine.
+        ``"bfloat16"`` or ``"float32"``: the network's precision from its
+        second stage on, whichever engine runs it (``"float32"`` with ONNX
+        Runtime); see the user guide's precision policy.
     engine_ : str
         ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what runs the network.
+    trunk_ : FrozenTrunk
+        The network up to ``layer`` as it runs: engine, precision, cut point,
+        and where its features are stored (``memory``). Decided in :meth:`fit`.
     weights_id_ : str
         SHA-256 of the network's weights.
     n_features_in_ : int
@@ -236,40 +224,25 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.layer_module_ = self._resolve_layer(network.backbone)
         self.model_ = network.requires_grad_(False).eval()
         self._resolve_engine()
-        if self.engine_ != "torch" and self._stop is False:
+        # The units the features need (None: all, the pooled features).
+        names = network.unit_names
+        stop = None if self.layer_module_ is None else (
+            names.index(self.layer_module_) + 1 if self.layer_module_ in names else None)
+        inside = self.layer_module_ is not None and stop is None  # a layer inside a unit
+        if inside and self.engine_ != "torch":
             if self.engine != "auto":
                 raise ValueError(
                     f"layer={self.layer!r} is inside a unit of {self.backbone}, which cannot "
                     f"be exported to ONNX for engine={self.engine!r}; use engine='torch', "
                     "layer='pooled' or a stage.")
             self.engine_ = "torch"
-        # Exports the graph now (once per settings): fit reports a failure.
-        self._frozen_part()
+        self.trunk_ = self._make_trunk(
+            network, stop=stop, pool=stop is not None, units_id=self.weights_id_,
+            kind="embeddings", layer_module=self.layer_module_ if inside else None)
         probe = torch.zeros(1, 3, self.image_size_, self.image_size_, device=self.device_)
-        out = forward(self.model_, probe, device=self.device_, dtype=self._dtype,
-                      fn=lambda x: self._forward(x, None))
-        self.n_features_out_ = int(out.shape[1])
+        with torch.inference_mode():
+            self.n_features_out_ = int(self.trunk_(self.model_, probe).shape[1])
         return self
-
-    @property
-    def _stop(self):
-        """Units the features need (``None``: all, pooled features;
-        ``False``: the layer ends inside a unit)."""
-        if self.layer_module_ is None:
-            return None
-        names = self.model_.unit_names
-        return names.index(self.layer_module_) + 1 if self.layer_module_ in names else False
-
-    def _frozen_part(self):
-        """ONNX Runtime's or OpenVINO's run of the network (``None``: torch's)."""
-        if self.engine_ == "torch":
-            return None
-        return self._onnx_part(self.model_, self._stop, pool=self._stop is not None,
-                               memory=memory_location(self.memory))
-
-    def _engine_part(self):
-        """The fitted network as its engine runs it (``None``: torch)."""
-        return self._frozen_part()
 
     def _resolve_layer(self, model: torch.nn.Module) -> str | None:
         if self.layer == "pooled":
@@ -293,15 +266,6 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
     @property
     def _n_features_out(self):
         return self.n_features_out_
-
-    def _forward(self, x: torch.Tensor, _positions) -> torch.Tensor:
-        """Features of a preprocessed batch on the device (the inference path's ``fn``)."""
-        part = self._frozen_part()
-        if part is not None:
-            return part(x)
-        if self.layer_module_ is None:
-            return self.model_(x)
-        return _pool(_run_until(self.model_.backbone, self.layer_module_, x))
 
     @worker_threads()
     def transform(self, X: ImageInput) -> np.ndarray:
@@ -332,7 +296,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         bad = {i for i, _, _ in problems}
         todo = [i for i in range(n) if i not in bad]
-        cache = self._cache()
+        cache = self.trunk_.store(self.n_features_out_, np.float32)
         if cache is not None:
             keys = {i: source.content_key(i) for i in todo}
             missing = []
@@ -347,7 +311,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         bar = tqdm(total=len(todo), unit="img", disable=not self.verbose or not todo,
                    desc=type(self).__name__)
         with bar:
-            for pos, (feats,) in self._run(source, todo, fn=self._forward,
+            for pos, (feats,) in self._run(source, todo,
+                                            fn=lambda x, _: self.trunk_(self.model_, x),
                                             skipped=unreadable, progress=bar):
                 rows = [todo[p] for p in pos]
                 feats = feats.float().cpu().numpy()
@@ -363,48 +328,8 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 ImageWarning, stacklevel=2)
         return out
 
-    def _cache(self):
-        location = memory_location(self.memory)
-        if location is None:
-            return None
-        settings = {
-            "backbone": self.backbone,
-            "weights_id": self.weights_id_,
-            "layer": self.layer_module_ or "pooled",
-            "pooling": "avg",
-            "preprocess": self.preprocess_,
-            "precision": "float32" if self.engine_ == "onnxruntime" else self.precision_,
-            "engine": self.engine_,
-            "device_type": self.device_.type,
-        }
-        return EmbeddingCache(location, settings, self.n_features_out_)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
 
-
-def _run_until(model: torch.nn.Module, module_name: str, x: torch.Tensor):
-    """Run ``model`` on ``x`` and return the output of ``module_name``.
-
-    The forward pass stops right after that module: later layers never run.
-    """
-    captured = {}
-    owner = threading.get_ident()  # another thread's pass through the module runs on
-
-    def hook(_module, _inputs, output):
-        if threading.get_ident() != owner:
-            return
-        captured["out"] = output
-        raise _StopForward
-
-    handle = model.get_submodule(module_name).register_forward_hook(hook)
-    try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    out = captured["out"]
-    return out[0] if isinstance(out, (tuple, list)) else out

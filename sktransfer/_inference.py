@@ -1,13 +1,15 @@
 """The one batched inference path.
 
 item -> decoded tensor (threads) -> preprocess (batched resize, normalise)
--> device, channels-last -> precision policy -> forward -> output.
+-> device, channels-last -> view (a flip) -> ``fn`` -> output.
 
 Every pass that does not train goes through :func:`run`: the extractor's
 ``transform``, the fine-tuned estimators' ``predict``/``predict_proba`` (with
-test-time flips), the frozen part of a fine-tuned network (the training data
-pipeline calls :func:`forward`), ``explain`` (with gradients) and ``compare``
-(pixels for its classical models: no network).
+test-time flips), the frozen trunk's outputs (:mod:`sktransfer._trunk`),
+``explain`` (with gradients) and ``compare`` (pixels for its classical
+models: no network). What runs, and at which precision, is ``fn``'s: the
+frozen trunk and the trained top each apply the precision policy
+(:mod:`sktransfer._device`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ._device import precision_policy
 from ._images import ImageSource
 from ._inputs import Preprocess, iter_batches
 
@@ -47,42 +48,30 @@ _MODES = {"inference": torch.inference_mode, "no_grad": torch.no_grad,
           "grad": torch.enable_grad}
 
 
-def forward(network, x: torch.Tensor, *, device: torch.device, dtype: torch.dtype,
-            fn: Callable | None = None, mode: str = "inference"):
-    """One forward pass of ``fn`` (default: ``network``) under the precision policy.
-
-    ``mode``: ``"inference"`` (:func:`torch.inference_mode`), ``"no_grad"``
-    (the output feeds a training step) or ``"grad"`` (Grad-CAM).
-    """
-    with _MODES[mode](), precision_policy(network, device, dtype):
-        return (fn or network)(x)
-
-
 def run(source: ImageSource, indices: Sequence[int], *, preprocess: Preprocess,
-        batch_size: int, n_jobs: int | None = None, network=None,
-        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+        batch_size: int, n_jobs: int | None = None, device: torch.device | str = "cpu",
         fn: Callable | None = None, views: Sequence[str] = ("identity",),
         mode: str = "inference", skipped: list | None = None,
         progress=None) -> Iterator[tuple[np.ndarray, list]]:
     """Yield ``(positions, outputs)`` for the images ``indices`` of ``source``.
 
     ``positions`` are offsets into ``indices``; ``outputs`` holds one output
-    per view in ``views``, each from one forward pass of ``fn(x, positions)``
-    (default: ``network(x)``) on the preprocessed batch ``x``, on ``device``,
-    under the precision policy with ``dtype``. With ``network=None`` the
-    outputs are the preprocessed batch itself (no network). Unreadable
-    images follow :func:`~sktransfer._inputs.iter_batches` (``skipped``).
-    ``progress`` (a tqdm bar) advances by each batch's size.
+    per view in ``views``, each ``fn(x, positions)`` on the preprocessed
+    batch ``x`` as that view, on ``device``, under ``mode``:
+    ``"inference"`` (:func:`torch.inference_mode`), ``"no_grad"`` (the
+    output feeds a training step) or ``"grad"`` (Grad-CAM). With
+    ``fn=None`` the outputs are the preprocessed batch itself (no network).
+    Unreadable images follow :func:`~sktransfer._inputs.iter_batches`
+    (``skipped``). ``progress`` (a tqdm bar) advances by each batch's size.
     """
     for pos, batch in iter_batches(source, indices, batch_size, preprocess, n_jobs,
                                    skipped=skipped):
-        if network is None:
+        if fn is None:
             outputs = [apply_view(batch, v) for v in views]
         else:
             x = to_device(batch, torch.device(device))
-            call = None if fn is None else (lambda b, pos=pos: fn(b, pos))
-            outputs = [forward(network, apply_view(x, v), device=x.device, dtype=dtype,
-                               fn=call, mode=mode) for v in views]
+            with _MODES[mode]():
+                outputs = [fn(apply_view(x, v), pos) for v in views]
         if progress is not None:
             progress.update(len(pos))
         yield pos, outputs

@@ -72,8 +72,6 @@ class BackboneNetwork(nn.Module):
         self.backbone = backbone
         self.unit_names = list(unit_names)
         self.stages = list(stages)
-        # The precision policy: bf16 from the second stage on.
-        self.autocast_start = self.stages[1] if len(self.stages) > 1 else None
         self.n_features = int(n_features)
         if n_outputs is None:
             self.head = None
@@ -138,6 +136,16 @@ class BackboneNetwork(nn.Module):
         return [self.unit_names.index(s) + 1 if s in self.unit_names else None
                 for s in self.stages]
 
+    @property
+    def autocast_unit(self) -> int | None:
+        """The first unit the precision policy may run in bf16: where the
+        second stage starts; ``None`` where no unit starts there (the whole
+        network then runs in float32). See :mod:`sktransfer._device`."""
+        ends = self.stage_ends()
+        if len(ends) < 2 or ends[0] is None or ends[0] >= self.n_units:
+            return None
+        return ends[0]
+
     def frozen_units(self, trainable_stages, name: str) -> tuple[int, list[int]]:
         """Leading units to freeze for ``trainable_stages``, and the gradual schedule.
 
@@ -198,10 +206,22 @@ class BackboneNetwork(nn.Module):
 
     # -- forward --------------------------------------------------------------
 
-    def forward_units(self, x: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Units ``start`` to ``stop`` (exclusive) applied to ``x``."""
-        for i in range(start, self.n_units if stop is None else stop):
+    def forward_units(self, x: torch.Tensor, start: int = 0, stop: int | None = None,
+                      dtype: torch.dtype = torch.float32):
+        """Units ``start`` to ``stop`` (exclusive) applied to ``x``, under the
+        precision policy for ``dtype``: units before :attr:`autocast_unit` in
+        float32, the rest under ``dtype`` autocast."""
+        stop = self.n_units if stop is None else stop
+        split = self.autocast_unit
+        if dtype == torch.float32 or split is None or split >= stop:
+            split = stop
+        split = max(split, start)
+        for i in range(start, split):
             x = self.unit(i)(x)
+        if split < stop:
+            with torch.autocast(device_type=x.device.type, dtype=dtype):
+                for i in range(split, stop):
+                    x = self.unit(i)(x)
         return x
 
     def forward(self, x):

@@ -11,12 +11,8 @@ graphs are joined with :mod:`onnx.compose`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -28,20 +24,14 @@ from sklearn.base import is_classifier, is_regressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ._engines import Prefix
+from ._export import INPUT, OPSET, ExportError, export_torch
 from ._images import check_images
 from ._inference import FLIPS, apply_view
 from ._inputs import Preprocess, iter_batches
+from ._io import atomic_write
+from ._trunk import TrunkModule
 
-#: The opset of the exported graphs (ONNX Runtime >= 1.17 runs it; skl2onnx
-#: 1.20 converts to it).
-OPSET = 20
 ML_OPSET = 3
-INPUT = "images"
-
-
-class ExportError(ValueError):
-    """The estimator (or one of its steps) cannot be exported to ONNX."""
 
 
 @dataclass
@@ -101,7 +91,7 @@ class _Graph(torch.nn.Module):
                  stop: int | None = None, y_mean=None, y_scale=None, ravel=False):
         super().__init__()
         # a stage of the extractor: its output, globally average-pooled
-        self.network = network if stop is None else Prefix(network, stop, pool=True)
+        self.network = network if stop is None else TrunkModule(network, stop, pool=True)
         self.kind = kind
         self.views = tuple(views)
         self.ravel = ravel
@@ -126,7 +116,7 @@ def _graph_module(estimator) -> tuple[_Graph, str]:
     """The :class:`_Graph` of a fitted estimator and the name of its output."""
     from ._extractor import PretrainedFeatureExtractor
 
-    if getattr(estimator, "_tasks", None) is not None:
+    if is_classifier(estimator) and estimator.n_outputs_ > 1:
         raise ExportError(
             f"This TransferClassifier has {estimator.n_outputs_} targets (a 2-D y); export "
             "covers one target: its graph's outputs are one probability matrix and one "
@@ -135,8 +125,8 @@ def _graph_module(estimator) -> tuple[_Graph, str]:
     network = network.to(memory_format=torch.contiguous_format)
     pre = estimator.preprocess_
     if isinstance(estimator, PretrainedFeatureExtractor):
-        stop = estimator._stop  # the units the features need, as the engines cut them
-        if stop is False:
+        stop = estimator.trunk_.stop  # the units the features need, as the engines cut them
+        if estimator.trunk_.layer_module is not None:
             raise ExportError(
                 f"layer={estimator.layer!r} ({estimator.layer_module_}) is inside a unit "
                 f"of {estimator.backbone}, which the exporter cannot cut; export "
@@ -148,32 +138,6 @@ def _graph_module(estimator) -> tuple[_Graph, str]:
         return _Graph(network, pre, "logits", views), "probabilities"
     return _Graph(network, pre, "prediction", views, y_mean=estimator.y_mean_,
                   y_scale=estimator.y_scale_, ravel=estimator._y_1d), "prediction"
-
-
-def _export_torch(module: torch.nn.Module, size: int, output: str, opset: int,
-                  input_name: str = INPUT, example: torch.Tensor | None = None):
-    """``module`` as an ONNX graph for inputs ``(batch, 3, size, size)`` (or
-    shaped like ``example``), the batch dimension dynamic."""
-    import onnx
-
-    if example is None:
-        example = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    batch = torch.export.Dim("batch", min=1)
-    # The exporter reports its progress on stdout and warns about its own
-    # internals; the user gets a clear error or the file.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                module, (example,), dynamo=True, input_names=[input_name], output_names=[output],
-                dynamic_shapes=({0: batch},), opset_version=opset, optimize=True,
-                verbose=False)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ExportError(
-                f"torch.onnx.export could not export the network ({type(exc).__name__}: "
-                f"{first[:300]}).") from exc
-    return onnx.load_from_string(program.model_proto.SerializeToString())
 
 
 # --------------------------------------------------------------------------
@@ -395,11 +359,11 @@ def export_onnx(estimator, path, *, X=None, opset: int = OPSET) -> ExportReport:
     module, output = _graph_module(head)
     size = head.image_size_
     if not steps:
-        model = _export_torch(module, size, output, opset)
+        model = export_torch(module, size, output, opset)
         if output == "probabilities":
             model = _add_label(model, np.asarray(head.classes_))
     else:
-        model = _export_torch(module, size, "features", opset)
+        model = export_torch(module, size, "features", opset)
         skl = _convert_steps(steps, head.n_features_out_, opset)
         model = _join(model, skl, _final_kind(steps[-1][1]))
     outputs = [o.name for o in model.graph.output]
@@ -414,7 +378,7 @@ def export_onnx(estimator, path, *, X=None, opset: int = OPSET) -> ExportReport:
     seconds = time.perf_counter() - start
     data = model.SerializeToString()
     report = _check(estimator, head, data, X, outputs)
-    _write_atomic(path, data)
+    atomic_write(path, data)
     return ExportReport(path=str(path), outputs=outputs, opset=opset, file_size=len(data),
                         export_seconds=round(seconds, 3), **report)
 
@@ -454,10 +418,15 @@ def _join(features_model, skl_model, kind: str):
 
 
 def _float32_copy(estimator):
-    """A shallow copy of a fitted estimator that runs with torch at float32."""
+    """A shallow copy of a fitted estimator that runs with torch at float32
+    and stores nothing (the check's images are not the user's)."""
     ref = copy.copy(estimator)
+    ref.precision = "float32"  # the trained top's precision
     ref.precision_ = "float32"
     ref.engine_ = "torch"
+    ref.memory = None
+    if getattr(ref, "trunk_", None) is not None:
+        ref.trunk_ = ref.trunk_.replace(engine="torch", precision="float32", location=None)
     return ref
 
 
@@ -506,15 +475,3 @@ def _check(estimator, head, data: bytes, X, outputs: list) -> dict:
             value.shape) - value)))
     return {"n_check": len(batch), "max_abs_diff": diffs, "label_agreement": agreement}
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections import Counter
 
 import torch
 from sklearn.utils.validation import _check_feature_names
+
+from . import _testing
 
 
 def check_input_columns(estimator, X, *, reset: bool) -> None:
@@ -33,11 +34,6 @@ def check_input_columns(estimator, X, *, reset: bool) -> None:
             f"X has {n} features, but {type(estimator).__name__} is expecting "
             f"{expected} features as input."
         )
-
-
-#: Estimators this process unpickled, by class name: a Dask worker's count
-#: shows how often a model reached it (``sktransfer.dask`` ships it once).
-UNPICKLED: Counter = Counter()
 
 
 class InconsistentVersionWarning(UserWarning):
@@ -103,7 +99,8 @@ class TorchModelPickleMixin:
                                            original_version=saved),
                 stacklevel=2)
         super().__setstate__(state)
-        UNPICKLED[type(self).__name__] += 1
+        # a Dask worker's count shows how often a model reached it
+        _testing.record("unpickled", type(self).__name__)
         device = getattr(self, "device_", None)
         if device is None or not hasattr(self, "model_"):
             return
@@ -119,4 +116,6 @@ class TorchModelPickleMixin:
                 from ._device import dtype_name, resolve_precision
 
                 self.precision_ = dtype_name(resolve_precision("auto", self.device_))
+                if getattr(self, "trunk_", None) is not None:
+                    self.trunk_ = self.trunk_.replace(precision=self.precision_)
         self.model_.to(self.device_)

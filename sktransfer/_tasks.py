@@ -56,7 +56,9 @@ def _label_type(value) -> str:
 class Tasks:
     """What the columns of a 2-D class target are, as the heads see them."""
 
-    kind: str  # "multiclass-multioutput" or "multilabel-indicator"
+    # "multiclass" (a 1-D y: one column), "multiclass-multioutput" or
+    # "multilabel-indicator"
+    kind: str
     classes: tuple  # one array of labels per column
 
     @property
@@ -162,13 +164,19 @@ def check_task_weights(task_weights, n_tasks: int) -> np.ndarray:
     return w / w.sum()
 
 
-def task_scales(codes: np.ndarray, weights: np.ndarray, task_weights: np.ndarray):
-    """Per task: its weight over the fraction of the (weighted) images labelled for it.
+def task_scales(codes: np.ndarray, weights: np.ndarray, task_weights: np.ndarray,
+                class_weights=None):
+    """Per task: its weight over the (weighted) fraction of the images labelled for it.
 
-    Missing labels contribute a zero loss; dividing by the labelled fraction
+    Missing labels contribute a zero loss; dividing by the labelled fraction,
+    each image weighted by its sample weight times its label's class weight,
     makes each task's loss its weighted mean over the images labelled for it.
+    ``codes`` and ``weights`` are the training part's.
     """
-    labelled = codes != MISSING
+    labelled = (codes != MISSING).astype(np.float64)
+    if class_weights is not None:
+        for t, vector in enumerate(class_weights):
+            labelled[:, t] *= np.asarray(vector)[np.maximum(codes[:, t], 0)]
     total = weights.sum()
     per_task = (weights[:, None] * labelled).sum(axis=0)
     return np.where(per_task > 0, task_weights * total / np.maximum(per_task, 1e-300), 0.0)
@@ -199,15 +207,23 @@ class TaskLoss(nn.Module):
 
     ``targets``: ``(n, k)`` class codes, :data:`MISSING` for a missing label
     (that task's loss is then 0 for that image, without gradient).
-    ``scales``: from :func:`task_scales`.
+    ``scales``: from :func:`task_scales`. ``class_weights``: per task, the
+    weight of each class (``class_weight``), which multiplies that task's
+    loss only. One task (a 1-D ``y``) is the case ``k = 1``: its scale is 1
+    and its loss is the cross-entropy itself.
     """
 
-    def __init__(self, widths, multilabel: bool, scales, label_smoothing: float = 0.0):
+    def __init__(self, widths, multilabel: bool, scales, label_smoothing: float = 0.0,
+                 class_weights=None):
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         self.multilabel = bool(multilabel)
         self.register_buffer("scales", torch.as_tensor(np.asarray(scales), dtype=torch.float32))
         self.label_smoothing = float(label_smoothing)
+        self.weighted = class_weights is not None
+        for t, vector in enumerate(class_weights or ()):
+            self.register_buffer(f"class_weights_{t}",
+                                 torch.as_tensor(np.asarray(vector), dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(len(logits))
@@ -221,6 +237,8 @@ class TaskLoss(nn.Module):
             else:
                 loss = F.cross_entropy(z, y.clamp_min(0), reduction="none",
                                        label_smoothing=eps)
+            if self.weighted:
+                loss = loss * getattr(self, f"class_weights_{t}")[y.clamp_min(0)]
             total = total + torch.where(labelled, loss, torch.zeros_like(loss)) * self.scales[t]
         return total
 

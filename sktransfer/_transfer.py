@@ -14,23 +14,21 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context, is_classifier
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from . import _tasks
+from . import _device, _tasks
 from ._base import BackboneEstimator
-from ._cache import EmbeddingCache, memory_location
 from ._device import worker_threads
-from ._frozen import as_top_input, frozen_outputs
 from ._images import ArrayLike, ImageInput, check_images
-from ._inference import FLIPS, forward
+from ._inference import FLIPS
 from ._inputs import Preprocess
 from ._network import TopNetwork
 from ._persistence import check_input_columns
 from ._random import draw_seed, torch_rng
+from ._trunk import as_top_input
 
 AUGMENT_OPTIONS = ("flips",)
 
@@ -119,11 +117,13 @@ class _TransferBase(BackboneEstimator):
         for statistics such as the regressor's scaling."""
         raise NotImplementedError
 
-    def _target_weights(self, y) -> np.ndarray | float:
-        """Weights that come from the targets themselves (``class_weight``)."""
+    def _target_weights(self, targets) -> np.ndarray | float:
+        """Per-image weights that come from the targets themselves (0 for an
+        image without any label)."""
         return 1.0
 
-    def _criterion(self):
+    def _criterion(self, targets, weights):
+        """The per-image loss, given the training part's targets and weights."""
         raise NotImplementedError
 
     def _split(self, targets, seed):
@@ -189,13 +189,15 @@ class _TransferBase(BackboneEstimator):
                 "have the same length.")
         weights = _check_sample_weight(sample_weight, np.empty(len(y)), dtype=np.float64,
                                        ensure_non_negative=True)
-        weights = weights * self._target_weights(y)
-        # Images of weight 0 take no part in training, as if they were left out.
-        used = np.flatnonzero(weights > 0)
-        if not len(used):
+        if not (weights > 0).any():
             raise ValueError("Every sample weight is zero; at least one image must have a "
                              "positive weight.")
         targets = self._encode_targets(y, weights, reset=not continuing)
+        weights = weights * self._target_weights(targets)
+        # Images of weight 0 take no part in training, as if they were left out.
+        used = np.flatnonzero(weights > 0)
+        if not len(used):
+            raise ValueError("No image has both a positive sample weight and a label.")
         seed = draw_seed(self.random_state)
         checkpoint, resume = None, False
         if self.checkpoint_dir is not None and not continuing:
@@ -208,32 +210,40 @@ class _TransferBase(BackboneEstimator):
             resume, seed = checkpoint.prepare(digest, seed, unstable, type(self).__name__)
 
         train_pos, valid_pos = self._split(targets[used], seed)
+        # The loss's statistics (task scales, balanced class weights) come
+        # from the training part only.
+        criterion = self._criterion(targets[used[train_pos]], weights[used[train_pos]])
         # The network becomes model_ only once trained: a fit that fails
         # leaves no half-fitted estimator behind (see __sklearn_is_fitted__).
         if continuing:
             network = self.model_
+            self.precision_ = _device.dtype_name(
+                _device.resolve_precision(self.precision, self.device_))
         else:
             network = self._build_network(source, seed, self._head_outputs, self.dropout)
         n_frozen, schedule = network.frozen_units(self.trainable_stages, self.backbone)
         network.freeze_first(n_frozen)
-        if not continuing:
-            self._resolve_engine()
-        # Nothing fixed to export (everything trains, or the frozen part
-        # shrinks with gradual unfreezing): torch runs it.
+        self._resolve_engine()
         if schedule or n_frozen == 0:
-            self.engine_ = "torch"
-        self.__dict__.pop("_frozen_id", None)  # the frozen units may change in this fit
-        trunk, memory = self._frozen_setup(network)
+            # Nothing fixed to export or store (everything trains, or the
+            # frozen part shrinks with gradual unfreezing): torch runs it.
+            self.engine_, trunk = "torch", None
+        else:
+            # The frozen units as they are: a warm start may freeze units an
+            # earlier fit trained, so the pretrained weights' identity no
+            # longer describes them.
+            trunk = self._make_trunk(network, stop=n_frozen, pool=False,
+                                     units_id=network.units_digest(n_frozen), kind="frozen")
         # Dropout, stochastic depth and random augmentation draw from torch's
         # global generators: forked and seeded for the fit, restored after.
         with torch_rng(seed, self.device_):
             run = _training.fit_top(
                 self, network, source, used[train_pos], used[valid_pos], targets, weights,
-                schedule=schedule, criterion=self._criterion(),
+                schedule=schedule, criterion=criterion,
                 classifier=is_classifier(self), seed=seed,
-                checkpoint=checkpoint, resume=resume, trunk=trunk, memory=memory)
+                checkpoint=checkpoint, resume=resume, trunk=trunk)
         self.model_ = network.eval()
-        self.__dict__.pop("_frozen_id", None)
+        self.trunk_ = trunk
         self.history_ = run.history
         self.n_epochs_ = run.n_epochs
         self.resumed_from_epoch_ = run.resumed_from_epoch
@@ -251,87 +261,52 @@ class _TransferBase(BackboneEstimator):
 
     # -- predict --------------------------------------------------------------
 
-    def _frozen_setup(self, network):
-        """What runs the frozen units of ``network`` (``None``: torch) and the
-        on-disk store of their outputs under ``memory`` (``None``: no store).
-
-        Both are keyed by the frozen units' weights as they are (a warm start
-        may freeze units an earlier fit trained), the cut point and the
-        input size; the store also by normalisation, engine and precision.
-        """
-        n_frozen = network.n_frozen
-        location = memory_location(self.memory)
-        if n_frozen == 0 or (self.engine_ == "torch" and location is None):
-            return None, None
-        digest = self._frozen_units_id(network)
-        trunk = self._onnx_part(network, n_frozen, memory=location, weights_id=digest)
-        if location is None:
-            return trunk, None
-        settings = {
-            "backbone": self.backbone,
-            "frozen_units_id": digest,
-            "frozen_units": network.unit_names[:n_frozen],
-            "preprocess": self.preprocess_,
-            "precision": "float32" if self.engine_ == "onnxruntime" else self.precision_,
-            "engine": self.engine_,
-            "device_type": self.device_.type,
-        }
-        return trunk, EmbeddingCache(location, settings, None, dtype=None, kind="frozen")
-
-    def _frozen_units_id(self, network) -> str:
-        """Digest of ``network``'s frozen units, hashed once per fitted model.
-
-        Predictions reuse it (hashing Lite0's frozen units takes a few tens
-        of milliseconds); ``fit`` drops it, since a fit may change them.
-        """
-        memo = self.__dict__.get("_frozen_id")
-        if memo is not None and memo[0] is network and memo[1] == network.n_frozen:
-            return memo[2]
-        digest = network.units_digest(network.n_frozen)
-        if network is getattr(self, "model_", None):
-            self._frozen_id = (network, network.n_frozen, digest)
-        return digest
-
-    def _engine_part(self):
-        """The fitted frozen part as its engine runs it (``None``: torch)."""
-        return self._frozen_setup(self.model_)[0]
+    @property
+    def _top_dtype(self) -> torch.dtype:
+        """The trained top's precision: the one it was trained at."""
+        return _device.training_dtype(self.precision, self.device_)
 
     def _raw_predict(self, X) -> np.ndarray:
-        """Network outputs, averaged over the four flips with test-time augmentation."""
+        """Network outputs, averaged over the four flips with test-time augmentation.
+
+        The frozen trunk's outputs (computed, or read from ``memory``) feed
+        the trained top, which runs at :attr:`_top_dtype` either way: the
+        same fitted model gives the same outputs with and without a store.
+        """
         check_is_fitted(self)
         check_input_columns(self, X, reset=False)
         source = check_images(X)
         n = len(source)
-        model = self.model_.eval()
+        model, trunk = self.model_, self.trunk_
         views = FLIPS if self._use_tta() else ("identity",)
-        trunk, memory = self._frozen_setup(model)
         top = TopNetwork(model)
-        if memory is not None:
-            return self._predict_from_frozen(source, views, trunk, memory, top)
         out = np.empty((n, self._n_outputs), dtype=np.float32)
-        fn = None if trunk is None else (lambda x, _: top(trunk(x)))
-        for pos, outputs in self._run(source, range(n), views=views, fn=fn):
-            out[pos] = torch.stack(outputs).float().mean(0).cpu().numpy()
+
+        def run_top(x):
+            with _device.autocast(self.device_, self._top_dtype):
+                return top(x).float()
+
+        if trunk is None:  # nothing frozen: the whole network is the top
+            for pos, outputs in self._run(source, range(n), views=views,
+                                          fn=lambda x, _: run_top(x)):
+                out[pos] = torch.stack(outputs).mean(0).cpu().numpy()
+            return out
+        # Chunks of several batches: decoding runs ahead within a chunk, and
+        # the trunk's outputs of one chunk are held at a time.
+        chunk = self.batch_size * 8
+        preprocess = Preprocess(**self.preprocess_)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            frozen = trunk.outputs(model, source, np.arange(start, stop), views,
+                                   preprocess=preprocess, batch_size=self.batch_size,
+                                   n_jobs=self.n_jobs)
+            with torch.inference_mode():
+                for s in range(0, stop - start, self.batch_size):
+                    outputs = [run_top(as_top_input(view[s:s + self.batch_size])
+                                       .to(self.device_)) for view in frozen]
+                    out[start + s:start + s + len(outputs[0])] = (
+                        torch.stack(outputs).mean(0).cpu().numpy())
         return out
-
-    def _predict_from_frozen(self, source, views, trunk, memory, top) -> np.ndarray:
-        """``_raw_predict`` through the frozen outputs kept under ``memory``."""
-        model = self.model_
-
-        def run_trunk(x):
-            return model.forward_units(x, 0, model.n_frozen) if trunk is None else trunk(x)
-
-        frozen = frozen_outputs(
-            source, np.arange(len(source)), views, fn=run_trunk, network=model,
-            preprocess=Preprocess(**self.preprocess_), device=self.device_, dtype=self._dtype,
-            batch_size=self.batch_size, n_jobs=self.n_jobs, cache=memory)
-        out = torch.zeros(len(source), self._n_outputs)
-        for s in range(0, len(source), self.batch_size):
-            for view in frozen[:, s:s + self.batch_size]:
-                x = as_top_input(view).to(self.device_)
-                out[s:s + self.batch_size] += forward(
-                    model, x, device=self.device_, dtype=self._dtype, fn=top).float().cpu()
-        return (out / len(views)).numpy()
 
 
 _SHARED_PARAMETERS = """
@@ -507,9 +482,15 @@ _SHARED_ATTRIBUTES = """
     stages_ : list of str
         The backbone's stages (the modules that end them), shallowest first.
     device_, precision_ : torch.device, str
-        Where and at which inference precision it ran (torch engine).
+        Where it runs, and the frozen part's precision from the backbone's
+        second stage on (``"float32"`` with ONNX Runtime); the trained top
+        runs at its training precision.
     engine_ : str
-        ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what ran the frozen part.
+        ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what runs the frozen part.
+    trunk_ : FrozenTrunk or None
+        The frozen units as they run: engine, precision, cut point and the
+        ``memory`` store of their outputs; ``None`` when nothing stays frozen
+        (``trainable_stages="all"`` or ``"gradual"``). Decided in :meth:`fit`.
     weights_id_ : str
         SHA-256 of the backbone's initial weights.
 """
@@ -597,95 +578,93 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
-    @property
-    def _multi(self) -> bool:
-        return getattr(self, "_tasks", None) is not None
+    # One target path: a 1-D ``y`` is the one-column case of a 2-D ``y``
+    # (as in scikit-learn's forests), unwrapped only at the outputs.
 
     @property
     def _n_outputs(self):
-        return int(sum(self._tasks.widths)) if self._multi else len(self.classes_)
+        return int(sum(self._tasks.widths))
 
     @property
     def _head_outputs(self):
-        return self._tasks.widths if self._multi else len(self.classes_)
+        return self._tasks.widths
 
-    def _target_weights(self, y):
-        if y.ndim == 2 and y.shape[1] > 1:
-            labelled = ~_tasks.missing_mask(y)
-            # An image without any label takes no part, as one of weight 0.
-            weights = labelled.any(axis=1).astype(np.float64)
-            if self.class_weight is None:
-                return weights
-            if isinstance(self.class_weight, dict):
-                raise ValueError(
-                    f"class_weight is one dict, but y has {y.shape[1]} columns: give a list "
-                    "of one dict per column, or 'balanced' (as scikit-learn's forests).")
-            per_column = (self.class_weight if isinstance(self.class_weight, list)
-                          else [self.class_weight] * y.shape[1])
-            if len(per_column) != y.shape[1]:
-                raise ValueError(f"class_weight has {len(per_column)} dicts for the "
-                                 f"{y.shape[1]} columns of y.")
-            for t, cw in enumerate(per_column):
-                keep = labelled[:, t]
-                values = np.asarray(y[keep, t].tolist())
-                weights[keep] *= compute_sample_weight(cw, values)
-            return weights
-        if self.class_weight is None:
-            return 1.0
-        if isinstance(self.class_weight, list):
-            raise ValueError("class_weight is a list (one dict per column of a 2-D y), but "
-                             "y has one column: give a dict or 'balanced'.")
-        # Matched against the labels as given, as scikit-learn's forests do.
-        return compute_sample_weight(self.class_weight, _labels_1d(y))
+    def _target_weights(self, targets):
+        # An image without any label takes no part, as one of weight 0.
+        return (targets != _tasks.MISSING).any(axis=1).astype(np.float64)
 
     def _encode_targets(self, y, weights, reset):
         if y.ndim == 2 and y.shape[1] > 1:
-            if reset:
-                tasks = _tasks.check_tasks(y)
-            elif not self._multi:
+            if not reset and self.n_outputs_ == 1:
                 raise ValueError(f"y has {y.shape[1]} columns; this model was fitted on one.")
+            tasks = _tasks.check_tasks(y) if reset else self._tasks
+            codes = _tasks.encode(y, tasks)
+        else:
+            if not reset and self.n_outputs_ > 1:
+                raise ValueError(f"y has one column; this model was fitted on "
+                                 f"{self.n_outputs_}.")
+            labels = _labels_1d(y)
+            if reset:
+                classes = np.unique(labels)
+                if len(classes) < 2:
+                    raise ValueError(
+                        f"y has a single class ({classes[0]!r}); a classifier needs at "
+                        "least two.")
+                tasks = _tasks.Tasks("multiclass", (classes,))
             else:
                 tasks = self._tasks
-            codes = _tasks.encode(y, tasks)
-            task_weights = _tasks.check_task_weights(self.task_weights, codes.shape[1])
-            if reset:
-                self._tasks = tasks
-                self.classes_ = list(tasks.classes)
-                self.n_outputs_ = len(tasks.classes)
-            self._task_scales = _tasks.task_scales(codes, weights, task_weights)
-            return codes
-        if not reset and self._multi:
-            raise ValueError(f"y has one column; this model was fitted on "
-                             f"{self.n_outputs_}.")
-        y = _labels_1d(y)
-        _tasks.check_task_weights(self.task_weights, 1)
+            unknown = np.setdiff1d(np.unique(labels), tasks.classes[0])
+            if len(unknown):
+                raise ValueError(f"y has labels {unknown.tolist()} not seen in the first fit.")
+            codes = np.searchsorted(tasks.classes[0], labels).astype(np.int64)[:, None]
+        _tasks.check_task_weights(self.task_weights, codes.shape[1])
         if reset:
-            encoder = LabelEncoder().fit(y)
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y has a single class ({encoder.classes_[0]!r}); a classifier needs "
-                    "at least two.")
-            self.classes_ = encoder.classes_
-            self.n_outputs_ = 1
-            self._tasks = None
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
-        if len(unknown):
-            raise ValueError(f"y has labels {unknown.tolist()} not seen in the first fit.")
-        return np.searchsorted(self.classes_, y).astype(np.int64)
+            self._tasks = tasks
+            self.n_outputs_ = len(tasks.classes)
+            self.classes_ = tasks.classes[0] if self.n_outputs_ == 1 else list(tasks.classes)
+        return codes
 
-    def _criterion(self):
-        if self._multi:
-            return _tasks.TaskLoss(self._tasks.widths, self._tasks.multilabel,
-                                   self._task_scales, self.label_smoothing)
-        return torch.nn.CrossEntropyLoss(reduction="none",
-                                         label_smoothing=self.label_smoothing)
+    def _class_weights(self, targets, weights):
+        """Per task, the weight of each class (``class_weight``), or ``None``."""
+        if self.class_weight is None:
+            return None
+        k = targets.shape[1]
+        if isinstance(self.class_weight, dict) and k > 1:
+            raise ValueError(
+                f"class_weight is one dict, but y has {k} columns: give a list of one dict "
+                "per column, or 'balanced' (as scikit-learn's forests).")
+        if isinstance(self.class_weight, list) and k == 1:
+            raise ValueError("class_weight is a list (one dict per column of a 2-D y), but "
+                             "y has one column: give a dict or 'balanced'.")
+        per_column = (self.class_weight if isinstance(self.class_weight, list)
+                      else [self.class_weight] * k)
+        if len(per_column) != k:
+            raise ValueError(f"class_weight has {len(per_column)} dicts for the {k} columns "
+                             "of y.")
+        vectors = []
+        for t, (cw, classes) in enumerate(zip(per_column, self._tasks.classes)):
+            keep = (targets[:, t] != _tasks.MISSING) & (weights > 0)
+            codes = targets[keep, t]
+            vector = np.ones(len(classes))
+            # Matched against the labels as given, as scikit-learn's forests do.
+            vector[codes] = compute_sample_weight(cw, np.asarray(classes[codes].tolist()))
+            vectors.append(vector)
+        return vectors
+
+    def _criterion(self, targets, weights):
+        class_weights = self._class_weights(targets, weights)
+        task_weights = _tasks.check_task_weights(self.task_weights, targets.shape[1])
+        scales = _tasks.task_scales(targets, weights, task_weights, class_weights)
+        return _tasks.TaskLoss(self._tasks.widths, self._tasks.multilabel, scales,
+                               self.label_smoothing, class_weights)
 
     def _split(self, targets, seed):
         n = len(targets)
         if self.validation_fraction is None:
             return np.arange(n), np.array([], dtype=int)
-        if self._multi:  # no stratification over several columns: a random split
+        if self.n_outputs_ > 1:  # no stratification over several columns: a random split
             return _random_split(n, self.validation_fraction, seed)
+        targets = targets[:, 0]
         counts = np.bincount(targets, minlength=len(self.classes_))
         n_valid = int(np.ceil(self.validation_fraction * n))
         if n_valid < len(self.classes_) or counts.min() < 2:
@@ -753,18 +732,16 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         (for a multilabel indicator, each ``(n_samples, 2)``: the
         probabilities of 0 and 1), as scikit-learn's forests return them.
         """
-        logits = self._raw_predict(X)
-        if self._multi:
-            return _tasks.probabilities(logits, self._tasks)
-        return torch.from_numpy(logits).softmax(dim=1).numpy()
+        proba = _tasks.probabilities(self._raw_predict(X), self._tasks)
+        return proba[0] if self.n_outputs_ == 1 else proba
 
     @worker_threads()
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class labels; with a 2-D ``y``, of shape ``(n_samples, n_outputs_)``."""
         proba = self.predict_proba(X)
-        if self._multi:
-            return _tasks.labels(proba, self._tasks)
-        return self.classes_[proba.argmax(axis=1)]
+        if self.n_outputs_ == 1:
+            return self.classes_[proba.argmax(axis=1)]
+        return _tasks.labels(proba, self._tasks)
 
     def score(self, X: ImageInput, y: ArrayLike, sample_weight: ArrayLike | None = None):
         """Mean accuracy; with a 2-D ``y``, subset accuracy (every column right).
@@ -773,7 +750,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         scores: an image counts as right when all its labelled columns are
         (missing labels are not compared).
         """
-        if not self._multi:
+        if self.n_outputs_ == 1:
             return super().score(X, y, sample_weight=sample_weight)
         y = np.asarray(y)
         codes = _tasks.encode(y, self._tasks)
@@ -847,9 +824,7 @@ class TransferRegressor(RegressorMixin, _TransferBase):
         if not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinity; every image needs a finite target.")
         y2 = y.reshape(len(y), -1)
-        self._loss_task_weights = (
-            None if self.task_weights is None
-            else _tasks.check_task_weights(self.task_weights, y2.shape[1]))
+        _tasks.check_task_weights(self.task_weights, y2.shape[1])
         if reset:
             self._y_1d = y.ndim == 1
             self.n_targets_ = y2.shape[1]
@@ -858,10 +833,11 @@ class TransferRegressor(RegressorMixin, _TransferBase):
             self.y_scale_ = np.where(std > 0, std, 1.0)
         return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
 
-    def _criterion(self):
-        if self._loss_task_weights is None:
+    def _criterion(self, targets, weights):
+        if self.task_weights is None:
             return torch.nn.MSELoss(reduction="none")  # the mean over targets, in the loss
-        return _tasks.TargetMSE(self._loss_task_weights)
+        return _tasks.TargetMSE(_tasks.check_task_weights(self.task_weights,
+                                                          targets.shape[1]))
 
     def _split(self, targets, seed):
         n = len(targets)

@@ -26,14 +26,11 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import threading
 import uuid
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
-
-from ._cache import _Recent
 
 __all__ = ["transform", "to_parquet"]
 
@@ -78,11 +75,10 @@ def _backbone_step(estimator):
     return next((s for s in steps if isinstance(s, BackboneEstimator)), None)
 
 
-#: On a worker: the models it received, by shipment (the last few). Dask's
-#: memory manager may drop a worker's copy between two tasks and fetch it
-#: again for the next; the model is then found here, not unpickled again.
-_RECEIVED = _Recent(4)
-_RECEIVED_LOCK = threading.Lock()
+# On a worker, the models it received are kept by shipment in the process
+# cache "received": Dask's memory manager may drop a worker's copy between
+# two tasks and fetch it again for the next; the model is then found there,
+# not unpickled again.
 
 
 class _Shipped:
@@ -96,8 +92,8 @@ class _Shipped:
 
     def __init__(self, estimator):
         step = _backbone_step(estimator)
-        part = None if step is None else step._engine_part()
-        graphs = {} if part is None else part.graphs
+        trunk = None if step is None else getattr(step, "trunk_", None)
+        graphs = {} if trunk is None else trunk.graphs(step.model_)
         self.token = uuid.uuid4().hex
         self.payload = pickle.dumps((estimator, graphs), protocol=pickle.HIGHEST_PROTOCOL)
         self._estimator = estimator
@@ -111,15 +107,16 @@ class _Shipped:
     @property
     def estimator(self):
         if self._estimator is None:
-            from . import _engines
+            from ._process_cache import cache
 
-            with _RECEIVED_LOCK:
-                estimator = _RECEIVED.get(self.token)
-                if estimator is None:
-                    estimator, graphs = pickle.loads(self.payload)
-                    _engines._GRAPHS.update(graphs)
-                    _RECEIVED[self.token] = estimator
-            self._estimator = estimator
+            def receive():
+                estimator, graphs = pickle.loads(self.payload)
+                for key, data in graphs.items():
+                    cache("graphs").put(key, data, len(data))
+                return estimator
+
+            self._estimator = cache("received").get_or_put(
+                self.token, receive, lambda _: len(self.payload))
         return self._estimator
 
 
@@ -137,7 +134,7 @@ def _output_spec(estimator, method: str):
         return [str(c) for c in estimator.get_feature_names_out()], np.dtype(np.float32)
     classes = getattr(estimator, "classes_", None)
     tasks = getattr(final, "_tasks", None)
-    if tasks is not None:  # several targets (a 2-D y)
+    if tasks is not None and len(tasks.classes) > 1:  # several targets (a 2-D y)
         if method == "predict_proba":
             raise ValueError(
                 f"method='predict_proba' of a classifier with {len(classes)} targets gives "

@@ -314,9 +314,10 @@ def test_extractor_stage_features_are_the_frozen_part_of_a_fine_tuned_model(data
     features = ext.transform(X)
     net = clf.model_
     assert net.n_frozen == net.stage_ends()[k - 1]
+    assert clf.trunk_.stop == net.n_frozen and not clf.trunk_.pool
     trunk = np.empty_like(features)
     for pos, (out,) in clf._run(check_images(X), range(len(X)),
-                                fn=lambda x, _: net.forward_units(x, 0, net.n_frozen)):
+                                fn=lambda x, _: clf.trunk_(net, x)):
         trunk[pos] = out.float().mean(dim=(2, 3)).cpu().numpy()
     np.testing.assert_allclose(trunk, features, rtol=1e-5, atol=1e-5)
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import ImageError, PretrainedFeatureExtractor, TransferClassifier, _device
-from sktransfer._persistence import UNPICKLED
+from sktransfer._testing import recording
 
 from .conftest import TINY, make_images
 
@@ -59,9 +59,10 @@ same = dict(rtol=1e-5, atol=1e-6)
 
 def _unpickled(client):
     def count():
-        from sktransfer._persistence import UNPICKLED
+        from sktransfer import _testing
 
-        return sum(UNPICKLED.values())
+        _testing.begin()  # counting starts on a worker's first call: compare differences
+        return sum(n for (kind, *_), n in _testing.counts().items() if kind == "unpickled")
 
     return client.run(count)
 
@@ -97,12 +98,13 @@ def test_a_model_fetched_again_is_not_unpickled_again(files, extractor):
     # and fetch it again: the second arrival reuses the first's model.
     paths = files[0][:3]
     data = pickle.dumps(skd._Shipped(extractor))
-    before = sum(UNPICKLED.values())
-    first, again = pickle.loads(data), pickle.loads(data)
-    assert sum(UNPICKLED.values()) == before  # nothing unpickled until a task uses it
-    np.testing.assert_array_equal(first.estimator.transform(paths), extractor.transform(paths))
-    assert again.estimator is first.estimator
-    assert sum(UNPICKLED.values()) - before == 1
+    with recording() as counts:
+        first, again = pickle.loads(data), pickle.loads(data)
+        assert not counts  # nothing unpickled until a task uses it
+        np.testing.assert_array_equal(first.estimator.transform(paths),
+                                      extractor.transform(paths))
+        assert again.estimator is first.estimator
+    assert counts["unpickled", "PretrainedFeatureExtractor"] == 1
 
 
 def test_classifier_predictions_and_probabilities(client, files):
@@ -209,9 +211,10 @@ def test_shared_memory_rerun_embeds_only_what_is_missing(client, files, tmp_path
     est = PretrainedFeatureExtractor(**TINY, memory=tmp_path / "cache").fit(paths)
 
     def written():
-        from sktransfer._cache import STATS
+        from sktransfer import _testing
 
-        return STATS["embeddings", "written"]
+        _testing.begin()  # counting starts on a worker's first call: compare differences
+        return _testing.counts()["embeddings", "written"]
 
     base = sum(client.run(written).values())
     skd.transform(est, paths[:12], partition_size=6).compute()  # "the job that failed"

@@ -9,7 +9,8 @@ import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from sktransfer import PretrainedFeatureExtractor, TransferClassifier, _engines
+from sktransfer import PretrainedFeatureExtractor, TransferClassifier, _engines, _process_cache
+from sktransfer._process_cache import cache
 
 from .conftest import TINY, make_images
 
@@ -20,18 +21,17 @@ EXACT = dict(TINY, precision="float32")  # torch at float32: what ONNX Runtime c
 @pytest.fixture
 def exports(monkeypatch):
     """Counts graph exports; starts from an empty process cache."""
-    monkeypatch.setattr(_engines, "_GRAPHS", _engines._Recent(16))
-    monkeypatch.setattr(_engines, "_SESSIONS", _engines._Recent(8))
-    monkeypatch.setattr(_engines, "_COMPILED", _engines._Recent(8))
+    _process_cache.clear()
     calls = []
     export = _engines._export
 
-    def counting(module, size):
-        calls.append(size)
-        return export(module, size)
+    def counting(module, example):
+        calls.append(example.shape[-1])
+        return export(module, example)
 
     monkeypatch.setattr(_engines, "_export", counting)
-    return calls
+    yield calls
+    _process_cache.clear()
 
 
 @pytest.mark.parametrize("layer", ["pooled", "stage2"])
@@ -65,7 +65,7 @@ def test_graph_is_exported_once_per_settings_and_kept_under_memory(images, expor
     PretrainedFeatureExtractor(**dict(ORT, image_size=40)).fit(X)  # another size
     assert len(exports) == 2
     assert len(list((tmp_path / "sktransfer-onnx").glob("*.onnx"))) == 1
-    _engines._GRAPHS.clear()  # a new process: the graph comes from memory's directory
+    cache("graphs").clear()  # a new process: the graph comes from memory's directory
     clone(first).fit(X)
     assert len(exports) == 2
 
@@ -76,9 +76,9 @@ def test_session_uses_torchs_thread_budget(images, exports):
     try:
         torch.set_num_threads(1)  # as in a Dask worker with one thread
         PretrainedFeatureExtractor(**ORT).fit(X).transform(X)
-        (key, n), = _engines._SESSIONS
+        (key, n), = cache("sessions")
         assert n == 1
-        assert _engines._SESSIONS[key, n].get_session_options().intra_op_num_threads == 1
+        assert cache("sessions").get((key, n)).get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(threads)
 
@@ -92,7 +92,7 @@ def test_openvino_shares_the_cores_when_given_fewer_threads(images, exports):
         PretrainedFeatureExtractor(**dict(ORT, engine="openvino")).fit(X).transform(X)
     finally:
         torch.set_num_threads(threads)
-    models = list(_engines._COMPILED.values())
+    models = [cache("compiled").get(k) for k in cache("compiled")]
     assert models and all(m.get_property("INFERENCE_NUM_THREADS") == 1 for m in models)
     # pinned, each process's single thread could land on the same core
     expected = (os.cpu_count() or 1) <= 1
@@ -109,15 +109,18 @@ def test_a_model_loaded_where_its_engine_is_missing(images, exports, monkeypatch
     monkeypatch.setattr(_engines, "available",
                         lambda engine: engine != "openvino" and installed(engine))
     loaded = pickle.loads(data)
-    with pytest.raises(ImportError, match=r"fitted with engine='openvino'.*"
+    with pytest.raises(ImportError, match=r"engine='openvino' needs onnx, onnxscript.*"
                                           r"pip install onnx onnxscript openvino"):
         loaded.transform(X)
-    # as if fitted with engine="auto" on a machine with openvino: another engine runs
+    # as if fitted with engine="auto" on a machine with openvino: torch runs this
+    # call, and the fitted estimator is left as it was
     loaded = pickle.loads(data)
-    loaded.engine = "auto"
-    with pytest.warns(UserWarning, match="running the frozen part with 'onnxruntime'"):
+    loaded.trunk_ = loaded.trunk_.replace(requested="auto")
+    before = pickle.dumps(loaded)
+    with pytest.warns(UserWarning, match="engine 'openvino' cannot run.*torch runs it instead"):
         got = loaded.transform(X)
-    assert loaded.engine_ == "onnxruntime"
+    assert loaded.engine_ == "openvino"
+    assert pickle.dumps(loaded) == before
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -160,7 +163,7 @@ def test_openvino_engine(images, exports):
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.99
     # bf16: up to the end of the first stage in float32, a graph of its own
-    parts = bf16._frozen_part().parts
+    parts = bf16.trunk_.engine_part(bf16.model_).parts
     assert [p for _, _, p in parts] == ["float32", "bfloat16"]
     assert len(exports) == 3
     PretrainedFeatureExtractor(**ORT).fit(X)  # ONNX Runtime: float32's whole graph
@@ -183,11 +186,16 @@ def test_auto_rule(monkeypatch):
     assert _engines.resolve("auto", device=torch.device("meta"), owner="x") == "torch"
 
 
-def test_process_caches_keep_the_most_recently_used_entries():
-    cache = _engines._Recent(2)
-    cache["a"], cache["b"] = 1, 2
-    assert cache.get("a") == 1  # used: "b" is now the oldest
-    cache.update({"c": 3})
-    assert list(cache) == ["a", "c"]
-    assert cache.get("b") is None
-    assert all(c.size for c in (_engines._GRAPHS, _engines._SESSIONS, _engines._COMPILED))
+def test_process_caches_keep_the_most_recently_used_entries_within_their_budget():
+    from sktransfer._process_cache import BoundedCache
+
+    lru = BoundedCache("test", max_bytes=10)
+    lru.put("a", 1, 4)
+    lru.put("b", 2, 4)
+    assert lru.get("a") == 1  # used: "b" is now the oldest
+    lru.put("c", 3, 4)  # 12 bytes > 10: the least recently used goes
+    assert lru.keys() == ["a", "c"] and lru.nbytes == 8
+    assert lru.get("b") is None
+    lru.put("big", 4, 100)  # the newest entry always stays
+    assert lru.keys() == ["big"]
+    assert all(c.max_bytes > 0 for c in _process_cache.CACHES.values())

@@ -12,8 +12,9 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sktransfer import PretrainedFeatureExtractor, _cache
+from sktransfer import PretrainedFeatureExtractor, _process_cache
 from sktransfer._device import cpu_has_native_bf16
+from sktransfer._testing import recording
 
 from .conftest import TINY
 
@@ -66,29 +67,20 @@ def test_set_output_pandas(images):
     assert out.dtypes.iloc[0] == np.float32
 
 
-class _Counter:
-    def __init__(self, est):
-        self.n = 0
-        self._forward = est._forward
-
-    def __call__(self, batch, positions):
-        self.n += len(batch)
-        return self._forward(batch, positions)
-
-
 def test_cache_returns_identical_features_and_skips_work(tmp_path, png_files):
     paths, _ = png_files
     plain = PretrainedFeatureExtractor(**TINY).fit(paths)
     ref = plain.transform(paths)
     est = PretrainedFeatureExtractor(**TINY, memory=str(tmp_path / "c")).fit(paths)
     np.testing.assert_array_equal(est.transform(paths[:5]), ref[:5])
-    _cache.clear_memo()  # force reads from disk
-    est._forward = counter = _Counter(est)
-    np.testing.assert_array_equal(est.transform(paths), ref)
-    assert counter.n == len(paths) - 5  # only the new images were embedded
-    counter.n = 0
-    np.testing.assert_array_equal(est.transform(paths[::-1]), ref[::-1])
-    assert counter.n == 0
+    _process_cache.clear()  # force reads from disk
+    with recording() as counts:
+        np.testing.assert_array_equal(est.transform(paths), ref)
+    assert counts["embeddings", "written"] == len(paths) - 5  # only the new images embedded
+    with recording() as counts:
+        np.testing.assert_array_equal(est.transform(paths[::-1]), ref[::-1])
+    assert counts["embeddings", "written"] == 0
+    assert counts["embeddings", "read"] == len(paths)
     leftovers = [f for _, _, files in os.walk(tmp_path) for f in files if f.startswith(".tmp")]
     assert not leftovers
 
@@ -100,9 +92,9 @@ def test_cache_is_keyed_by_content_not_path(tmp_path, png_files):
     est = PretrainedFeatureExtractor(**TINY, memory=joblib.Memory(tmp_path / "c", verbose=0))
     est.fit(paths)
     est.transform(paths)
-    est._forward = counter = _Counter(est)
-    est.transform([str(copy)])
-    assert counter.n == 0
+    with recording() as counts:
+        est.transform([str(copy)])
+    assert counts["embeddings", "written"] == 0 and counts["embeddings", "read"] == 1
 
 
 def test_cache_never_mixes_settings(tmp_path, images):
@@ -130,7 +122,7 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path, images):
             if f.endswith(".npy"):
                 with open(os.path.join(root, f), "r+b") as fh:
                     fh.truncate(20)
-    _cache.clear_memo()
+    _process_cache.clear()
     np.testing.assert_array_equal(est.transform(X), ref)
 
 

@@ -89,7 +89,22 @@ def test_a_missing_label_masks_that_task_only():
     assert grad[0].abs().min() > 0
 
 
-def test_missing_labels_in_fit():
+@pytest.fixture
+def scales(monkeypatch):
+    """The task scales of each fit's loss, and the training targets they came from."""
+    calls = []
+    original = _tasks.task_scales
+
+    def spy(codes, weights, task_weights, class_weights=None):
+        out = original(codes, weights, task_weights, class_weights)
+        calls.append((codes, out))
+        return out
+
+    monkeypatch.setattr(_tasks, "task_scales", spy)
+    return calls
+
+
+def test_missing_labels_in_fit(scales):
     X, _ = make_images(12)
     y = _multiclass_y(12)
     y[2, 1] = None
@@ -97,7 +112,7 @@ def test_missing_labels_in_fit():
     clf = TransferClassifier(**FAST).fit(X, y)
     assert [c.tolist() for c in clf.classes_] == _column_labels(np.delete(y, [2, 5], axis=0))
     # the tasks' losses are means over the images labelled for them
-    np.testing.assert_allclose(clf._task_scales, [0.5 * 12 / 11, 0.5 * 12 / 11])
+    np.testing.assert_allclose(scales[-1][1], [0.5 * 12 / 11, 0.5 * 12 / 11])
     # an image with no label at all takes no part (as a weight of zero)
     y[7, :] = None
     assert clf.fit(X, y).n_outputs_ == 2
@@ -107,11 +122,11 @@ def test_missing_labels_in_fit():
     assert clf.score(X, y_full) == 1.0
 
 
-def test_task_weights():
+def test_task_weights(scales):
     X, _ = make_images(12)
     y = _multiclass_y(12)
     clf = TransferClassifier(**FAST, task_weights=[3, 1]).fit(X, y)
-    np.testing.assert_allclose(clf._task_scales, [0.75, 0.25])
+    np.testing.assert_allclose(scales[-1][1], [0.75, 0.25])
     with pytest.raises(ValueError, match="task_weights has shape \\(3,\\); y has 2 target"):
         clone(clf).set_params(task_weights=[1, 1, 1]).fit(X, y)
     with pytest.raises(ValueError, match="not all zero"):
@@ -137,7 +152,7 @@ def test_task_weights_weigh_the_training_losses():
     assert np.abs(defect_proba(y, [1, 1]) - defect_proba(shuffled, [1, 1])).max() > 1e-4
 
 
-def test_multilabel_with_missing_labels_from_pandas_pickle_and_explain():
+def test_multilabel_with_missing_labels_from_pandas_pickle_and_explain(scales):
     pd = pytest.importorskip("pandas")
     X, y1 = make_images(12)
     y = pd.DataFrame({"crack": y1, "dark": 1 - y1,
@@ -148,7 +163,7 @@ def test_multilabel_with_missing_labels_from_pandas_pickle_and_explain():
     assert clf._tasks.kind == "multilabel-indicator"
     assert [c.tolist() for c in clf.classes_] == [[0, 1]] * 3
     # each label's loss is its mean over the 11 or 12 images labelled for it
-    np.testing.assert_allclose(clf._task_scales, [12 / 11 / 3, 12 / 11 / 3, 1 / 3])
+    np.testing.assert_allclose(scales[-1][1], [12 / 11 / 3, 12 / 11 / 3, 1 / 3])
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict(X), clf.predict(X))
     maps = again.explain(X[:2], task=2, target=1)
@@ -172,10 +187,16 @@ def test_class_weight_per_column():
     X, _ = make_images(12)
     y = _multiclass_y(12)
     per_column = [{0: 1, 1: 3}, {"a": 2, "b": 1, "c": 1}]
-    w = TransferClassifier(class_weight=per_column)._target_weights(y)
-    expected = (np.where(np.asarray(y[:, 0].tolist()) == 1, 3.0, 1.0)
-                * np.where(y[:, 1] == "a", 2, 1))
-    np.testing.assert_allclose(w, expected)
+    clf = TransferClassifier(**FAST, class_weight=per_column).fit(X, y)
+    codes = _tasks.encode(y, clf._tasks)
+    loss = clf._criterion(codes, np.ones(12))
+    # each column's class weights weigh that column's loss, per class
+    np.testing.assert_allclose(loss.class_weights_0.numpy(), [1, 3])
+    np.testing.assert_allclose(loss.class_weights_1.numpy(), [2, 1, 1])  # a, b, c
+    # ... and each task's loss stays its weighted mean over its images
+    per_task = np.array([(np.where(codes[:, 0] == 1, 3.0, 1.0)).sum(),
+                         (np.where(codes[:, 1] == 0, 2.0, 1.0)).sum()])
+    np.testing.assert_allclose(loss.scales.numpy(), 0.5 * 12 / per_task, rtol=1e-6)
     with pytest.raises(ValueError, match="one dict per column"):
         TransferClassifier(**FAST, class_weight={0: 1, 1: 2}).fit(X, y)
     TransferClassifier(**FAST, class_weight="balanced").fit(X, y)
@@ -217,13 +238,12 @@ def test_cross_validate_and_grid_search_with_a_scorer_per_task():
 
 
 def test_frozen_part_runs_once_for_all_heads(tmp_path):
-    from sktransfer._cache import STATS, clear_memo
+    from sktransfer._testing import recording
 
     X, _ = make_images(12)
-    clear_memo()
-    STATS.clear()
-    TransferClassifier(**FAST, memory=tmp_path).fit(X, _multiclass_y(12))
-    assert STATS["frozen", "written"] == 12 * 4  # each image's four flips, once
+    with recording() as counts:
+        TransferClassifier(**FAST, memory=tmp_path).fit(X, _multiclass_y(12))
+    assert counts["frozen", "written"] == 12 * 4  # each image's four flips, once
 
 
 def test_export_and_compare_refuse_2d_targets_clearly(tmp_path):
@@ -256,12 +276,54 @@ def test_regressor_task_weights():
     X, y1 = make_images(12)
     y = np.column_stack([y1 * 2.0, np.arange(12.0)])
     reg = TransferRegressor(**FAST, task_weights=[1, 0]).fit(X, y)
-    np.testing.assert_allclose(reg._loss_task_weights, [1, 0])
     assert reg.predict(X).shape == (12, 2)
     # the second target's loss weighs nothing
-    loss = reg._criterion()
+    loss = reg._criterion(y, np.ones(12))
+    np.testing.assert_allclose(loss.weights.numpy(), [1, 0])
     pred = torch.zeros(3, 2, requires_grad=True)
     loss(pred, torch.ones(3, 2)).sum().backward()
     assert pred.grad[:, 1].abs().sum() == 0 and pred.grad[:, 0].abs().sum() > 0
     with pytest.raises(ValueError, match="y has 2 target"):
         clone(reg).set_params(task_weights=[1, 1, 1]).fit(X, y)
+
+
+def test_task_scales_come_from_the_training_part_only(scales):
+    """With early stopping, the validation images take no part in the loss's statistics."""
+    X, _ = make_images(16)
+    y = _multiclass_y(16)
+    TransferClassifier(**FAST, validation_fraction=0.25).fit(X, y)
+    codes, _ = scales[-1]
+    assert len(codes) == 12  # 16 images, 4 of them kept for validation
+
+
+def test_class_weights_of_one_column_weigh_that_columns_loss_only():
+    """A class weight of column 1 leaves what the head of column 0 learns unchanged
+    (it once multiplied into one per-image weight that rescaled every task's loss)."""
+    X, _ = make_images(12)
+    y = _multiclass_y(12)
+    y[:, 0] = np.where(np.arange(12) % 2 == 0, 0, 1)
+
+    def head_0(class_weight):
+        clf = TransferClassifier(**HEAD_ONLY, class_weight=class_weight).fit(X, y)
+        return clf.model_.head[2].heads[0].weight.detach().clone()
+
+    plain = head_0([{0: 1, 1: 1}, {"a": 1, "b": 1, "c": 1}])
+    weighted = head_0([{0: 1, 1: 1}, {"a": 50, "b": 1, "c": 1}])
+    torch.testing.assert_close(weighted, plain, rtol=0, atol=0)
+    assert not torch.equal(head_0([{0: 50, 1: 1}, {"a": 1, "b": 1, "c": 1}]), plain)
+
+
+def test_early_stopping_watches_the_metric_score_reports():
+    """Validation accuracy counts an image right only when every labelled column is,
+    as ``score`` does (subset accuracy), not over (image, column) pairs."""
+    from types import SimpleNamespace
+
+    from sktransfer._training.callbacks import valid_accuracy
+
+    tasks = _tasks.Tasks("multiclass-multioutput", (np.arange(2), np.arange(3)))
+    loss = _tasks.TaskLoss(tasks.widths, False, [0.5, 0.5])
+    # predicted codes: image 0 (0, 2), image 1 (1, 0), image 2 (1, 1)
+    logits = torch.tensor([[5., 0., 0., 0., 5.], [0., 5., 5., 0., 0.], [0., 5., 0., 5., 0.]])
+    net = SimpleNamespace(criterion_=loss, forward_iter=lambda X, training: [logits])
+    y = np.array([[0, 2], [1, 1], [0, _tasks.MISSING]])  # right, half right, wrong
+    assert valid_accuracy(net, None, y) == pytest.approx(1 / 3)

@@ -88,7 +88,7 @@ def random_augmenter(augment, size: int):
 def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid_idx,
             targets: np.ndarray, weights: np.ndarray, *, schedule, criterion, classifier: bool,
             seed: int, checkpoint: CheckpointDir | None = None,
-            resume: bool = False, trunk=None, memory=None) -> TrainingRun:
+            resume: bool = False, trunk=None) -> TrainingRun:
     """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
 
     Must run inside :func:`sktransfer._random.torch_rng`: each epoch reseeds
@@ -96,10 +96,10 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
 
     ``targets`` and ``weights`` are indexed by image; ``train_idx`` and
     ``valid_idx`` select the two parts. ``schedule``: gradual unfreezing
-    (empty for a fixed frozen part). ``trunk``: what runs the frozen part
-    (ONNX Runtime's graph of it; ``None``: the network's own units, in torch).
-    ``memory``: an :class:`~sktransfer._cache.EmbeddingCache` keeping the
-    frozen part's outputs across fits (used when they are cached).
+    (empty for a fixed frozen part). ``trunk``: the
+    :class:`~sktransfer._trunk.FrozenTrunk` of the fixed frozen units, which
+    computes (and, under ``memory=``, stores) their outputs; ``None`` when
+    the frozen part changes during the fit or nothing is frozen.
     A NaN loss or an interruption ends
     the run early; :meth:`TrainingRun.raise_if_stopped` reports it.
     """
@@ -109,12 +109,10 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     preprocess = Preprocess(**est.preprocess_)
     augment = random_augmenter(est.augment, preprocess.size)
     views = FLIPS if est.augment == "flips" else ("identity",)
-    cached = (CACHE_FROZEN_OUTPUTS and network.n_frozen > 0 and not schedule
-              and augment is None)
+    cached = CACHE_FROZEN_OUTPUTS and trunk is not None and augment is None
     common = dict(network=network, preprocess=preprocess, device=est.device_,
                   dtype=getattr(torch, est.precision_), batch_size=est.batch_size,
-                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk,
-                  memory=memory if cached else None)
+                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk)
     train_data = TrainingData(source, train_idx, targets[train_idx], weights[train_idx],
                               views=views, augment=augment, **common)
     valid_data = (TrainingData(source, valid_idx, targets[valid_idx], weights[valid_idx],

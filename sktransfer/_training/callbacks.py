@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 
+from .._io import atomic_write
+
 # -- learning rate ---------------------------------------------------------------
 
 
@@ -64,16 +66,14 @@ class GradualUnfreeze(Callback):
 
 
 def valid_accuracy(net, X, y) -> float:
-    """Accuracy on the validation part (scored by skorch's ``EpochScoring``).
-
-    Several tasks: over every labelled (image, task) pair.
-    """
-    codes = getattr(net.criterion_, "codes", None)  # a multi-task loss knows its heads
-    preds = torch.cat([(yp.argmax(1) if codes is None else codes(yp)).cpu()
+    """Accuracy on the validation part (scored by skorch's ``EpochScoring``),
+    as the classifier's ``score`` counts it: an image is right when every
+    labelled column is (subset accuracy; one column: plain accuracy)."""
+    preds = torch.cat([net.criterion_.codes(yp).cpu()
                        for yp in net.forward_iter(X, training=False)]).numpy()
-    y = np.asarray(y)
-    labelled = y != -1  # sktransfer._tasks.MISSING
-    return float((preds == y)[labelled].mean())
+    y = np.asarray(y).reshape(len(preds), -1)
+    right = (preds == y) | (y == -1)  # sktransfer._tasks.MISSING
+    return float(right.all(axis=1).mean())
 
 
 def batch_targets(targets_and_weights):
@@ -127,9 +127,7 @@ class ResumableEarlyStopping(EarlyStopping):
 
 def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temporary file, renamed into place: never half written."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 # -- recovery ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from skorch.callbacks import Checkpoint
 
+from .._io import atomic_write
+
 CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", "best_params.pt")
 
 
@@ -147,7 +149,4 @@ class CheckpointDir:
         self._write({**info, "complete": True, "ended": ended})
 
     def _write(self, info: dict) -> None:
-        tmp = os.path.join(self.path, f".fit.json.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f)
-        os.replace(tmp, self.info_path)
+        atomic_write(self.info_path, json.dumps(info).encode())

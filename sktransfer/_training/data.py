@@ -7,9 +7,9 @@ trained top of the network receives the frozen units' output for that view.
 
 When the views are a fixed set (flips, or none) and the frozen units do not
 change during the fit, their outputs are computed once per image and view
-before training (or read from ``memory``, :mod:`sktransfer._frozen`), and
-each epoch draws from them; otherwise they are computed
-batch by batch. Both give the same training — the same draws, the same
+before training by the frozen trunk (or read from ``memory``,
+:mod:`sktransfer._trunk`), and each epoch draws from them; otherwise they
+are computed batch by batch. Both give the same training — the same draws, the same
 numerics — at a different cost: ``max_epochs`` means the same in both.
 Decoding runs in ``n_jobs`` threads, one batch ahead (the inference path's
 :func:`~sktransfer._inputs.iter_batches`).
@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import _inference
-from .._frozen import as_top_input, frozen_outputs
 from .._images import ImageSource
 from .._inputs import Preprocess, iter_batches
+from .._trunk import FrozenTrunk, as_top_input
 
 
 class TrainingData(torch.utils.data.Dataset):
@@ -46,7 +46,8 @@ class TrainingData(torch.utils.data.Dataset):
         Its first ``n_frozen`` units are the frozen part.
     preprocess : Preprocess
     device, dtype :
-        Where and at which inference precision the frozen part runs.
+        Where the frozen part runs, and its precision when it changes during
+        the fit (gradual unfreezing: no trunk).
     views : tuple of str
         The fixed views to draw from (``FLIPS`` or ``("identity",)``);
         ignored when ``augment`` is given.
@@ -56,19 +57,17 @@ class TrainingData(torch.utils.data.Dataset):
         Compute the frozen part's outputs once (only with fixed views).
     batch_size, n_jobs, verbose :
         Of the pass that fills the cache, and of decoding.
-    trunk : callable or None
-        Runs the frozen part on a normalised batch (ONNX Runtime's graph of
-        it); ``None``: the network's first ``n_frozen`` units, in torch.
-    memory : EmbeddingCache or None
-        Where the cached outputs are also kept on disk, per image and view
-        (see :mod:`sktransfer._frozen`).
+    trunk : FrozenTrunk or None
+        Runs the fixed frozen part (with its engine, precision and store);
+        ``None``: the network's first ``n_frozen`` units, in torch, as they
+        are at each batch.
     """
 
     def __init__(self, source: ImageSource, indices, targets, weights, *, network,
                  preprocess: Preprocess, device: torch.device, dtype: torch.dtype,
                  views=("identity",), augment: Callable | None = None, cache: bool = False,
                  batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0,
-                 trunk: Callable | None = None, memory=None):
+                 trunk: FrozenTrunk | None = None):
         self.source = source
         self.indices = np.asarray(indices)
         self.targets = torch.as_tensor(np.asarray(targets))
@@ -83,7 +82,6 @@ class TrainingData(torch.utils.data.Dataset):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.trunk = trunk
-        self.memory = memory
         self.cached = None
         if cache:
             if augment is not None:
@@ -103,19 +101,18 @@ class TrainingData(torch.utils.data.Dataset):
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         if self.trunk is not None:
-            return self.trunk(x)
+            return self.trunk(self.network, x)
         net = self.network
-        return net.forward_units(x, 0, net.n_frozen)
+        return net.forward_units(x, 0, net.n_frozen, self.dtype)
 
     def _frozen_outputs(self, verbose: int) -> torch.Tensor:
         """``(n_views, n, ...)``: the frozen part's output of every image and view."""
         bar = tqdm(total=len(self.indices), unit="img", disable=not verbose,
                    desc="frozen part, once", file=sys.stderr)
         with bar:
-            return frozen_outputs(
-                self.source, self.indices, self.views, fn=self._trunk, network=self.network,
-                preprocess=self.preprocess, device=self.device, dtype=self.dtype,
-                batch_size=self.batch_size, n_jobs=self.n_jobs, cache=self.memory,
+            return self.trunk.outputs(
+                self.network, self.source, self.indices, self.views,
+                preprocess=self.preprocess, batch_size=self.batch_size, n_jobs=self.n_jobs,
                 progress=bar)
 
     def batches(self, order: np.ndarray, views: np.ndarray, batch_size: int | None = None):
@@ -134,8 +131,8 @@ class TrainingData(torch.utils.data.Dataset):
             chunk = order[pos]
             batch = self._view(batch, views[pos])
             x = _inference.to_device(self.preprocess.normalize(batch), self.device)
-            x = _inference.forward(self.network, x, device=self.device, dtype=self.dtype,
-                                   fn=self._trunk, mode="no_grad")
+            with torch.no_grad():
+                x = self._trunk(x)
             chunk = torch.as_tensor(chunk)
             yield as_top_input(x), (self.targets[chunk], self.weights[chunk])
 

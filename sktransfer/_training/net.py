@@ -46,8 +46,7 @@ class TransferNet(NeuralNet):
         yield from self.module_.named_parameters()
 
     def infer(self, x, **fit_params):
-        with _device.autocast_from(self.module_, None, torch.device(self.device),
-                                   self.autocast_dtype):
+        with _device.autocast(self.device, self.autocast_dtype):
             return super().infer(x, **fit_params).float()
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):

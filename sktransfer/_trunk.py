@@ -1,0 +1,351 @@
+"""The frozen trunk: the part of a network whose weights a fit does not change.
+
+For :class:`~sktransfer.PretrainedFeatureExtractor` it is the whole network
+up to ``layer``; for the fine-tuned estimators, the units before the first
+trained one. It computes the same output for an image every time, so it can
+be exported once to an inference engine, and its outputs computed once and
+stored. :class:`FrozenTrunk` is the one object that runs it, everywhere:
+``transform``, ``fit`` and ``predict``, ``explain``, ``export_onnx``'s check,
+``compare`` and :mod:`sktransfer.dask`. It is decided in ``fit`` (the
+``trunk_`` attribute) from
+
+- the cut point: the first ``stop`` units, pooled with ``pool``, or up to a
+  module inside a unit (``layer_module``, torch only);
+- the engine that runs it (``"torch"``, ``"onnxruntime"`` or
+  ``"openvino"``) and the one asked for (``"auto"`` may fall back to torch);
+- its precision, by the policy of :mod:`sktransfer._device`;
+- the identity of its weights (a digest of the frozen units, hashed in
+  ``fit``: a warm start may have trained units it now freezes);
+- the store of its outputs under ``memory=`` (one entry per image and view)
+  and where its exported graph is kept.
+
+It holds no tensors and no sessions: graphs, sessions and compiled models
+live in the process caches (:mod:`sktransfer._process_cache`), so a fitted
+estimator pickles the same before and after a prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _engines, _inference
+from ._cache import EmbeddingCache
+from ._process_cache import cache
+
+
+def pool(out: torch.Tensor) -> torch.Tensor:
+    """Global average pooling of a feature output, summed in float32: a map
+    ``(N, C, H, W)`` over H and W, tokens ``(N, T, C)`` over T."""
+    out = out.float()
+    if out.ndim == 4:
+        return out.mean(dim=(2, 3))
+    if out.ndim == 3:
+        return out.mean(dim=1)
+    return out.flatten(1)
+
+
+class TrunkModule(nn.Module):
+    """Units ``start`` to ``stop`` of a network as one module (what is exported).
+
+    ``stop=None``: to the end, flattened (the pooled features); ``pool``:
+    the output globally average-pooled (a stage's features). ``dtype``: the
+    precision policy's autocast (float32 for export).
+    """
+
+    def __init__(self, network, stop: int | None = None, pool: bool = False, start: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.network = network
+        self.start = start
+        self.stop = stop
+        self.pool = pool
+        self.dtype = dtype
+
+    def forward(self, x):
+        out = self.network.forward_units(x, self.start, self.stop, self.dtype)
+        if self.pool:
+            return pool(out)
+        return out.flatten(1) if self.stop is None else out
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook once the requested module has run."""
+
+
+def _run_until(network, module_name: str, x: torch.Tensor, dtype: torch.dtype):
+    """The output of ``module_name`` (inside a unit) on ``x``; later layers never run."""
+    captured = {}
+    owner = threading.get_ident()  # another thread's pass through the module runs on
+
+    def hook(_module, _inputs, output):
+        if threading.get_ident() != owner:
+            return
+        captured["out"] = output
+        raise _StopForward
+
+    handle = network.backbone.get_submodule(module_name).register_forward_hook(hook)
+    try:
+        network.forward_units(x, 0, None, dtype)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    out = captured["out"]
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # numpy has no bfloat16: its bits are stored as int16, which no trunk
+    # produces itself.
+    t = t.contiguous()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.array(a))
+    return t.view(torch.bfloat16) if a.dtype == np.int16 else t
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenTrunk:
+    """The frozen part of a network, how it runs and where its outputs are kept.
+
+    Parameters
+    ----------
+    backbone : str
+        The backbone's name (part of every key).
+    units_id : str
+        Identity of the trunk's weights: the digest of its units, or the
+        weights' SHA-256 for an untouched pretrained network.
+    stop : int or None
+        Units run; ``None``: all of them, flattened (the pooled features).
+    pool : bool
+        Globally average-pool the output.
+    size : int
+        The network's input side.
+    n_units : int
+        Units of the whole network (part of the graph's key).
+    engine : {"torch", "onnxruntime", "openvino"}
+        What runs it.
+    requested : str
+        The ``engine`` parameter: with ``"auto"``, an engine that fails
+        falls back to torch (with a warning) for that call.
+    precision : {"float32", "bfloat16"}
+        From the second stage on (the policy of :mod:`sktransfer._device`).
+    kind : {"embeddings", "frozen"}
+        The store's kind: the extractor's features (one entry per image),
+        or a fine-tuned network's frozen outputs (one per image and view).
+    settings : dict
+        What else changes the outputs (normalisation...), for the store's key.
+    location : str or None
+        The ``memory=`` directory: outputs and the exported graph are kept
+        there; ``None``: nothing stored.
+    layer_module : str or None
+        Torch only: stop after this module (inside a unit) and pool.
+    """
+
+    backbone: str
+    units_id: str
+    stop: int | None
+    pool: bool
+    size: int
+    n_units: int
+    engine: str
+    requested: str
+    precision: str
+    kind: str
+    settings: dict = dataclasses.field(default_factory=dict, compare=False)
+    location: str | None = None
+    layer_module: str | None = None
+
+    # -- identity ---------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.precision)
+
+    def graph_key(self, start: int = 0, stop: int | None = None, pool: bool | None = None):
+        """Identity of the graph of units ``start..stop`` (default: the trunk's)."""
+        return _engines.graph_key(
+            backbone=self.backbone, weights_id=self.units_id, start=start,
+            stop=self.stop if stop is None and start == 0 else stop,
+            pool=self.pool if pool is None else pool, size=self.size, n_units=self.n_units)
+
+    def replace(self, **changes) -> FrozenTrunk:
+        """A copy with ``changes`` (``engine="torch", location=None``, say)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- running ----------------------------------------------------------------
+
+    def run_torch(self, network, x: torch.Tensor) -> torch.Tensor:
+        """The trunk on a normalised batch ``x``, by torch, under the precision policy."""
+        if self.layer_module is not None:
+            return pool(_run_until(network, self.layer_module, x, self.dtype))
+        return TrunkModule(network, self.stop, self.pool, dtype=self.dtype)(x)
+
+    def _example(self, network, start: int = 0) -> torch.Tensor:
+        """What units ``start..`` take: the earlier units' output on two random images."""
+        x = torch.rand(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(0))
+        if start == 0:
+            return x
+        with torch.no_grad():
+            device = next(network.parameters()).device
+            return TrunkModule(network, start)(x.to(device)).float().cpu()
+
+    def engine_part(self, network):
+        """ONNX Runtime's or OpenVINO's run of the trunk (``None`` for torch):
+        its graphs from the process cache, from ``location`` or exported now.
+
+        Raises :class:`~sktransfer._export.ExportError` when the network
+        cannot be exported, ``ImportError`` when the engine is not installed.
+        """
+        if self.engine == "torch":
+            return None
+        if not _engines.available(self.engine):
+            raise ImportError(
+                f"engine={self.engine!r} needs onnx, onnxscript and {self.engine}: pip "
+                f"install onnx onnxscript {self.engine} in this environment, or refit with "
+                "engine='auto' or 'torch'.")
+
+        def part(start, stop, pool):
+            key = self.graph_key(start, stop, pool)
+            return key, _engines.graph(TrunkModule(network, stop, pool, start), key,
+                                       lambda: self._example(network, start), self.location)
+
+        if self.engine == "onnxruntime":
+            return _engines.OnnxRuntimePart(*part(0, self.stop, self.pool))
+        split = network.autocast_unit
+        end = network.n_units if self.stop is None else self.stop
+        if self.precision == "float32" or split is None or split >= end:
+            # the policy keeps a trunk that ends before the second stage in float32
+            return _engines.OpenVinoPart([(*part(0, self.stop, self.pool), "float32")],
+                                         "float32")
+        return _engines.OpenVinoPart([(*part(0, split, False), "float32"),
+                                      (*part(split, self.stop, self.pool), self.precision)],
+                                     self.precision)
+
+    def prepared(self, network, owner: str) -> FrozenTrunk:
+        """This trunk with its engine ready (exported now: ``fit`` reports a
+        failure), or, with ``requested="auto"`` and a network the exporter
+        cannot trace, the same trunk run by torch (with a warning)."""
+        from ._export import ExportError
+
+        try:
+            self.engine_part(network)
+        except ExportError as exc:
+            if self.requested != "auto":
+                raise
+            warnings.warn(f"{owner}: {exc} Running it with torch instead (engine='auto').",
+                          UserWarning, stacklevel=3)
+            return self.replace(engine="torch")
+        return self
+
+    def __call__(self, network, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output for a normalised batch ``x`` on the network's device.
+
+        An engine that fails (not installed here, a session that cannot be
+        created or run) raises with an explicit ``engine``; with
+        ``engine="auto"`` torch runs this call instead, with a warning, and
+        the estimator is left as it was.
+        """
+        if self.engine != "torch":
+            key = self.graph_key()
+            if key not in cache("failed"):
+                try:
+                    return self.engine_part(network)(x)
+                except Exception as exc:
+                    if self.requested != "auto":
+                        raise
+                    cache("failed").put(key, f"{type(exc).__name__}: {exc}", 1)
+            warnings.warn(
+                f"engine {self.engine!r} cannot run this model's frozen part here "
+                f"({cache('failed').get(key)}); torch runs it instead (engine='auto': the same "
+                "network and weights, within the engines' tolerance).", UserWarning,
+                stacklevel=2)
+        return self.run_torch(network, x)
+
+    def graphs(self, network) -> dict:
+        """``{key: serialised graph}``: what another process needs to run the
+        engine without exporting again (empty for torch)."""
+        try:
+            part = self.engine_part(network)
+        except Exception:  # the receiving process falls back on its own
+            return {}
+        return {} if part is None else part.graphs
+
+    # -- the store of outputs -----------------------------------------------------
+
+    def store(self, shape=None, dtype=None) -> EmbeddingCache | None:
+        """The ``memory=`` store of this trunk's outputs (``None`` without memory)."""
+        if self.location is None:
+            return None
+        settings = {
+            "backbone": self.backbone,
+            "units_id": self.units_id,
+            "stop": self.stop,
+            "pool": self.pool,
+            "layer_module": self.layer_module,
+            "engine": self.engine,
+            "precision": self.precision,
+            **self.settings,
+        }
+        return EmbeddingCache(self.location, settings, shape, dtype=dtype, kind=self.kind)
+
+    def outputs(self, network, source, indices, views, *, preprocess, batch_size: int,
+                n_jobs: int | None, progress=None) -> torch.Tensor:
+        """``(n_views, n, ...)`` on the CPU: the trunk on every image of
+        ``indices`` as each view (see :data:`~sktransfer._inference.FLIPS`).
+
+        Outputs keep the dtype the trunk produced (bf16 from a bf16 stage:
+        half the memory). With a store, the views stored there are read and
+        the others computed and stored (a grid search's first prediction
+        stores an image's identity view; a later fit that trains on it
+        computes only its other three flips).
+        """
+        indices = np.asarray(indices)
+        n = len(indices)
+        store = self.store()
+        outputs: list[list] = [[None] * n for _ in views]
+        keys = [source.content_key(int(i)) for i in indices] if store is not None else None
+        # The views still to compute, per image: all of them without a store.
+        todo: dict[tuple, list] = {tuple(range(len(views))): list(range(n))}
+        if store is not None:
+            todo = {}
+            for p in range(n):
+                missing = []
+                for v, view in enumerate(views):
+                    entry = store.get(f"{keys[p]}-{view}")
+                    if entry is None:
+                        missing.append(v)
+                    else:
+                        outputs[v][p] = _from_numpy(entry)
+                if missing:
+                    todo.setdefault(tuple(missing), []).append(p)
+            if progress is not None:
+                progress.update(n - sum(map(len, todo.values())))
+        device = next(network.parameters()).device
+        for missing, positions in todo.items():
+            positions = np.array(positions, dtype=int)
+            for pos, views_out in _inference.run(
+                    source, indices[positions], preprocess=preprocess, batch_size=batch_size,
+                    n_jobs=n_jobs, device=device, fn=lambda x, _: self(network, x),
+                    views=[views[v] for v in missing], mode="no_grad", progress=progress):
+                for v, out in zip(missing, views_out):
+                    out = out.to("cpu")
+                    for k, p in enumerate(positions[pos]):
+                        outputs[v][p] = out[k]
+                        if store is not None:
+                            store.put(f"{keys[p]}-{views[v]}", _to_numpy(out[k]))
+        return torch.stack([torch.stack(per_view) for per_view in outputs])
+
+
+def as_top_input(x: torch.Tensor) -> torch.Tensor:
+    """Trunk outputs as the trained top's input: float32, channels-last maps."""
+    x = x.float()
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
