@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._layout import SPATIAL, probe
 from ._random import torch_rng
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -96,6 +97,11 @@ class Backbone:
     stages : list of str
         Qualified module names of the ends of the stages, shallowest first:
         timm's ``feature_info``, or torchvision's stage containers.
+    layouts : dict of str to str
+        Layout of each module's output by qualified name (``"NCHW"``,
+        ``"NHWC"``, ``"NLC"`` or ``"NC"``, see :mod:`sktransfer._layout`):
+        measured by :func:`sktransfer._layout.probe`; for timm's stages,
+        what the model declares (``output_fmt``).
     head : str
         Qualified module name of the classification head.
     weights_id : str
@@ -110,6 +116,7 @@ class Backbone:
     interpolation: str
     crop_pct: float = 1.0
     stages: list = field(default_factory=list)
+    layouts: dict = field(default_factory=dict)
     head: str = ""
     weights_id: str = ""
 
@@ -474,17 +481,35 @@ def _load_timm(arch: str, pretrained: bool) -> Backbone:
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(model)
+    input_size = int(cfg["input_size"][-1])
+    stages = [info["module"] for info in getattr(model, "feature_info", [])]
     return Backbone(
         name=f"timm/{arch}",
         model=model,
-        input_size=int(cfg["input_size"][-1]),
+        input_size=input_size,
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         interpolation=str(cfg["interpolation"]),
         crop_pct=float(cfg.get("crop_pct") or 1.0),
-        stages=[info["module"] for info in getattr(model, "feature_info", [])],
+        stages=stages,
+        layouts=_timm_layouts(model, stages, input_size),
         head=model.pretrained_cfg.get("classifier", "") or "",
     )
+
+
+def _timm_layouts(model: nn.Module, stages: list[str], input_size: int) -> dict:
+    """Measured layouts, where timm's declaration rules the stages' maps:
+    ``model.output_fmt`` (NCHW where absent), as ``features_only`` reads it."""
+    from timm.layers import Format
+
+    outputs = probe(model.eval(), input_size)
+    layouts = {name: out.layout for name, out in outputs.items() if out.layout}
+    declared = Format(getattr(model, "output_fmt", None) or "NCHW").value
+    for name in stages:
+        seen = outputs.get(name)
+        if seen is None or seen.layout in (None, *SPATIAL):  # a map, not a ViT's tokens
+            layouts[name] = declared
+    return layouts
 
 
 def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
@@ -496,7 +521,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
         # Pretrained weights replace the slow truncated-normal
         # initialisation; a random one keeps it.
         kwargs["init_weights"] = not pretrained
-    model = tvm.get_model(arch, weights=None, **kwargs)
+    model = tvm.get_model(arch, weights=None, **kwargs).eval()
     if pretrained:
         cache = os.path.join(torch.hub.get_dir(), "checkpoints",
                              os.path.basename(enum.url))
@@ -513,6 +538,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
             ) from None
         load_state_dict_checked(model, state, source=f"torchvision {enum}")
     tf = enum.transforms()
+    outputs = probe(model, int(tf.crop_size[0]))
     return Backbone(
         name=f"torchvision/{arch}",
         model=model,
@@ -522,6 +548,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
         interpolation=tf.interpolation.value,
         crop_pct=float(tf.crop_size[0]) / float(tf.resize_size[0]),
         stages=torchvision_stages(model),
+        layouts={name: out.layout for name, out in outputs.items() if out.layout},
         head=_last_linear(model),
     )
 

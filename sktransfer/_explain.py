@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ._images import ImageInput, check_images
 from ._inference import run
 from ._inputs import Preprocess
+from ._layout import SPATIAL, channels_first, guess_layout
 from ._persistence import check_input_columns
 
 
@@ -28,16 +29,18 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     whose class 1 is explained by its logit and class 0 by its negative.
     ``network`` is a
     :class:`~sktransfer._network.BackboneNetwork` with a head; the map is
-    taken at the output of its last unit that still has a spatial layout.
+    taken at the output of its last unit that is still a feature map, channels
+    first or last (``network.layout_of``).
     Runs with gradients enabled (the inference path's ``mode="grad"``).
     """
-    feature = None
+    feature = layout = None
     # The input carries the gradient: the parameters need none.
     h = x.clone().requires_grad_(True)
     for i in range(network.n_units):
         h = network.unit(i)(h)
-        if h.ndim == 4:
-            feature = h
+        unit_layout = network.layout_of(network.unit_names[i]) or guess_layout(h)
+        if h.ndim == 4 and unit_layout in SPATIAL:
+            feature, layout = h, unit_layout
     if feature is None:
         raise ValueError("The backbone has no spatial feature map to explain.")
     z = network.head(h.flatten(1))[:, logits]
@@ -47,7 +50,8 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     else:
         targets = z.argmax(dim=1) if targets is None else targets
         score = z.gather(1, targets.view(-1, 1)).sum()
-    grads = torch.autograd.grad(score, feature)[0]
+    grads = channels_first(torch.autograd.grad(score, feature)[0], layout)
+    feature = channels_first(feature, layout)  # (n, C, H, W): a channels-last map permuted
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -19,21 +19,13 @@ from ._device import worker_threads
 from ._images import ImageError, ImageInput, ImageWarning, check_images
 from ._inference import forward
 from ._inputs import Preprocess, iter_batches
+from ._layout import global_pool
 from ._persistence import check_input_columns
 from ._random import draw_seed
 
 
 class _StopForward(Exception):
     """Raised by a forward hook once the requested layer has run."""
-
-
-def _pool(feats: torch.Tensor) -> torch.Tensor:
-    feats = feats.float()  # the mean of many bf16 values, summed in float32
-    if feats.ndim == 4:  # (N, C, H, W) feature map: global average pooling
-        return feats.mean(dim=(2, 3))
-    if feats.ndim == 3:  # (N, tokens, C) transformer tokens: mean over tokens
-        return feats.mean(dim=1)
-    return feats.flatten(1)
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
@@ -301,7 +293,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             return part(x)
         if self.layer_module_ is None:
             return self.model_(x)
-        return _pool(_run_until(self.model_.backbone, self.layer_module_, x))
+        # pooled in the layer's own layout: channels-last stages (Swin, MambaOut) too
+        return global_pool(_run_until(self.model_.backbone, self.layer_module_, x),
+                           self.model_.layout_of(self.layer_module_))
 
     @worker_threads()
     def transform(self, X: ImageInput) -> np.ndarray:
