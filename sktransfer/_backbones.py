@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._layout import SPATIAL, probe
+from ._layout import NLC, SPATIAL, probe
 from ._random import torch_rng
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -96,7 +96,8 @@ class Backbone:
         its centre crop (sktransfer resizes the whole image instead).
     stages : list of str
         Qualified module names of the ends of the stages, shallowest first:
-        timm's ``feature_info``, or torchvision's stage containers.
+        timm's ``feature_info``; for torchvision, timm's rule applied to
+        measured output strides (:func:`torchvision_stages`).
     layouts : dict of str to str
         Layout of each module's output by qualified name (``"NCHW"``,
         ``"NHWC"``, ``"NLC"`` or ``"NC"``, see :mod:`sktransfer._layout`):
@@ -368,24 +369,82 @@ def map_lite_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tenso
 # Stages
 
 
-def torchvision_stages(model: nn.Module) -> list[str]:
+def torchvision_stages(model: nn.Module, outputs: dict) -> list[str]:
     """Qualified names of a torchvision model's stages, shallowest first.
 
-    torchvision has no stage API (timm's ``feature_info`` has no torchvision
-    counterpart), so they are read off the module structure: ResNet's
-    ``layer1``..``layer4``, the ViT encoder's layers, otherwise the children
-    of ``features`` (EfficientNet, MobileNet, ConvNeXt, Swin...).
+    torchvision has no stage API, so timm's rule (what its ``feature_info``
+    lists) is applied to the module outputs measured by
+    :func:`sktransfer._layout.probe`:
+
+    - a transformer whose blocks all return one token sequence: each block
+      is a stage (the children of the largest container of blocks of one
+      kind returning tokens: the ViT's encoder layers);
+    - otherwise a stage ends at the last module of each output stride, the
+      stem's included. The modules are the model's top-level ones, where a
+      container that spans more than one reduction (EfficientNet's
+      ``features``, RegNet's ``trunk_output``) or never runs itself
+      (MaxViT's ``blocks``) counts as its children. The modules that follow
+      the last block and only work point by point (a 1x1 convolution that
+      widens the features for the classifier, EfficientNet's ``features.8``;
+      a final norm or permute) are the neck, as timm's ``conv_head``: the
+      last stage ends before them, and they train with it.
+
+    ResNet: ``relu`` (the stem), ``layer1`` .. ``layer4``, as timm's
+    ``act1``, ``layer1`` .. ``layer4``.
     """
-    resnet = [f"layer{i}" for i in range(1, 5)]
-    if all(hasattr(model, n) for n in resnet):
-        return resnet
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if isinstance(layers, nn.Sequential):
-        return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
-    feats = getattr(model, "features", None)
-    if isinstance(feats, nn.Sequential):
-        return [f"features.{name}" for name, _ in feats.named_children()]
-    return []
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        children = [(f"{name}.{n}" if name else n, c) for n, c in module.named_children()]
+        if (len(children) > max(1, len(blocks)) and len({type(c) for _, c in children}) == 1
+                and all(getattr(outputs.get(n), "layout", None) == NLC for n, _ in children)):
+            blocks = [n for n, _ in children]
+    if blocks:
+        return blocks
+
+    found = []  # (order, name, stride) of the spatial modules
+
+    def visit(module, prefix):
+        for name, child in module.named_children():
+            full = prefix + name
+            out = outputs.get(full)
+            strides = {o.stride for n, _ in child.named_children()
+                       if (o := outputs.get(f"{full}.{n}")) is not None and o.stride}
+            if (out is None or out.layout is None) or len(strides) > 2:
+                visit(child, full + ".")
+            elif out.stride:
+                found.append((out.order, full, out.stride))
+
+    visit(model, "")
+    found.sort()
+    if not found:
+        return []
+    last = {}
+    for order, name, stride in found:
+        last[stride] = (order, name)
+    stages = [name for _, name in sorted(last.values())]
+    deepest = [name for _, name, stride in found if stride == outputs[stages[-1]].stride]
+    while len(deepest) > 1 and _pointwise(model.get_submodule(deepest[-1])):
+        deepest.pop()
+    stages[-1] = deepest[-1]
+    return stages
+
+
+_POINTWISE = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.Identity, nn.Dropout,
+              nn.Dropout2d, nn.Flatten, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish,
+              nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
+
+
+def _pointwise(module: nn.Module) -> bool:
+    """Whether ``module`` only works point by point: 1x1 convolutions, norms,
+    activations, permutes."""
+    for m in module.modules():
+        if next(m.children(), None) is not None:
+            continue
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1):
+            continue
+        if not isinstance(m, _POINTWISE) and type(m).__name__ != "Permute":
+            return False
+    return True
 
 
 def _last_linear(model: nn.Module) -> str:
@@ -547,7 +606,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
         std=tuple(float(v) for v in tf.std),
         interpolation=tf.interpolation.value,
         crop_pct=float(tf.crop_size[0]) / float(tf.resize_size[0]),
-        stages=torchvision_stages(model),
+        stages=torchvision_stages(model, outputs),
         layouts={name: out.layout for name, out in outputs.items() if out.layout},
         head=_last_linear(model),
     )
