@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._layout import NLC, SPATIAL, probe
 from ._random import torch_rng
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -95,7 +96,13 @@ class Backbone:
         its centre crop (sktransfer resizes the whole image instead).
     stages : list of str
         Qualified module names of the ends of the stages, shallowest first:
-        timm's ``feature_info``, or torchvision's stage containers.
+        timm's ``feature_info``; for torchvision, timm's rule applied to
+        measured output strides (:func:`torchvision_stages`).
+    layouts : dict of str to str
+        Layout of each module's output by qualified name (``"NCHW"``,
+        ``"NHWC"``, ``"NLC"`` or ``"NC"``, see :mod:`sktransfer._layout`):
+        measured by :func:`sktransfer._layout.probe`; for timm's stages,
+        what the model declares (``output_fmt``).
     head : str
         Qualified module name of the classification head.
     weights_id : str
@@ -110,6 +117,7 @@ class Backbone:
     interpolation: str
     crop_pct: float = 1.0
     stages: list = field(default_factory=list)
+    layouts: dict = field(default_factory=dict)
     head: str = ""
     weights_id: str = ""
 
@@ -361,24 +369,82 @@ def map_lite_keys(state: dict, model: nn.Module) -> OrderedDict[str, torch.Tenso
 # Stages
 
 
-def torchvision_stages(model: nn.Module) -> list[str]:
+def torchvision_stages(model: nn.Module, outputs: dict) -> list[str]:
     """Qualified names of a torchvision model's stages, shallowest first.
 
-    torchvision has no stage API (timm's ``feature_info`` has no torchvision
-    counterpart), so they are read off the module structure: ResNet's
-    ``layer1``..``layer4``, the ViT encoder's layers, otherwise the children
-    of ``features`` (EfficientNet, MobileNet, ConvNeXt, Swin...).
+    torchvision has no stage API, so timm's rule (what its ``feature_info``
+    lists) is applied to the module outputs measured by
+    :func:`sktransfer._layout.probe`:
+
+    - a transformer whose blocks all return one token sequence: each block
+      is a stage (the children of the largest container of blocks of one
+      kind returning tokens: the ViT's encoder layers);
+    - otherwise a stage ends at the last module of each output stride, the
+      stem's included. The modules are the model's top-level ones, where a
+      container that spans more than one reduction (EfficientNet's
+      ``features``, RegNet's ``trunk_output``) or never runs itself
+      (MaxViT's ``blocks``) counts as its children. The modules that follow
+      the last block and only work point by point (a 1x1 convolution that
+      widens the features for the classifier, EfficientNet's ``features.8``;
+      a final norm or permute) are the neck, as timm's ``conv_head``: the
+      last stage ends before them, and they train with it.
+
+    ResNet: ``relu`` (the stem), ``layer1`` .. ``layer4``, as timm's
+    ``act1``, ``layer1`` .. ``layer4``.
     """
-    resnet = [f"layer{i}" for i in range(1, 5)]
-    if all(hasattr(model, n) for n in resnet):
-        return resnet
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if isinstance(layers, nn.Sequential):
-        return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
-    feats = getattr(model, "features", None)
-    if isinstance(feats, nn.Sequential):
-        return [f"features.{name}" for name, _ in feats.named_children()]
-    return []
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        children = [(f"{name}.{n}" if name else n, c) for n, c in module.named_children()]
+        if (len(children) > max(1, len(blocks)) and len({type(c) for _, c in children}) == 1
+                and all(getattr(outputs.get(n), "layout", None) == NLC for n, _ in children)):
+            blocks = [n for n, _ in children]
+    if blocks:
+        return blocks
+
+    found = []  # (order, name, stride) of the spatial modules
+
+    def visit(module, prefix):
+        for name, child in module.named_children():
+            full = prefix + name
+            out = outputs.get(full)
+            strides = {o.stride for n, _ in child.named_children()
+                       if (o := outputs.get(f"{full}.{n}")) is not None and o.stride}
+            if (out is None or out.layout is None) or len(strides) > 2:
+                visit(child, full + ".")
+            elif out.stride:
+                found.append((out.order, full, out.stride))
+
+    visit(model, "")
+    found.sort()
+    if not found:
+        return []
+    last = {}
+    for order, name, stride in found:
+        last[stride] = (order, name)
+    stages = [name for _, name in sorted(last.values())]
+    deepest = [name for _, name, stride in found if stride == outputs[stages[-1]].stride]
+    while len(deepest) > 1 and _pointwise(model.get_submodule(deepest[-1])):
+        deepest.pop()
+    stages[-1] = deepest[-1]
+    return stages
+
+
+_POINTWISE = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.Identity, nn.Dropout,
+              nn.Dropout2d, nn.Flatten, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish,
+              nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
+
+
+def _pointwise(module: nn.Module) -> bool:
+    """Whether ``module`` only works point by point: 1x1 convolutions, norms,
+    activations, permutes."""
+    for m in module.modules():
+        if next(m.children(), None) is not None:
+            continue
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1):
+            continue
+        if not isinstance(m, _POINTWISE) and type(m).__name__ != "Permute":
+            return False
+    return True
 
 
 def _last_linear(model: nn.Module) -> str:
@@ -474,17 +540,35 @@ def _load_timm(arch: str, pretrained: bool) -> Backbone:
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(model)
+    input_size = int(cfg["input_size"][-1])
+    stages = [info["module"] for info in getattr(model, "feature_info", [])]
     return Backbone(
         name=f"timm/{arch}",
         model=model,
-        input_size=int(cfg["input_size"][-1]),
+        input_size=input_size,
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         interpolation=str(cfg["interpolation"]),
         crop_pct=float(cfg.get("crop_pct") or 1.0),
-        stages=[info["module"] for info in getattr(model, "feature_info", [])],
+        stages=stages,
+        layouts=_timm_layouts(model, stages, input_size),
         head=model.pretrained_cfg.get("classifier", "") or "",
     )
+
+
+def _timm_layouts(model: nn.Module, stages: list[str], input_size: int) -> dict:
+    """Measured layouts, where timm's declaration rules the stages' maps:
+    ``model.output_fmt`` (NCHW where absent), as ``features_only`` reads it."""
+    from timm.layers import Format
+
+    outputs = probe(model.eval(), input_size)
+    layouts = {name: out.layout for name, out in outputs.items() if out.layout}
+    declared = Format(getattr(model, "output_fmt", None) or "NCHW").value
+    for name in stages:
+        seen = outputs.get(name)
+        if seen is None or seen.layout in (None, *SPATIAL):  # a map, not a ViT's tokens
+            layouts[name] = declared
+    return layouts
 
 
 def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
@@ -496,7 +580,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
         # Pretrained weights replace the slow truncated-normal
         # initialisation; a random one keeps it.
         kwargs["init_weights"] = not pretrained
-    model = tvm.get_model(arch, weights=None, **kwargs)
+    model = tvm.get_model(arch, weights=None, **kwargs).eval()
     if pretrained:
         cache = os.path.join(torch.hub.get_dir(), "checkpoints",
                              os.path.basename(enum.url))
@@ -513,6 +597,7 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
             ) from None
         load_state_dict_checked(model, state, source=f"torchvision {enum}")
     tf = enum.transforms()
+    outputs = probe(model, int(tf.crop_size[0]))
     return Backbone(
         name=f"torchvision/{arch}",
         model=model,
@@ -521,7 +606,8 @@ def _load_torchvision(arch: str, pretrained: bool) -> Backbone:
         std=tuple(float(v) for v in tf.std),
         interpolation=tf.interpolation.value,
         crop_pct=float(tf.crop_size[0]) / float(tf.resize_size[0]),
-        stages=torchvision_stages(model),
+        stages=torchvision_stages(model, outputs),
+        layouts={name: out.layout for name, out in outputs.items() if out.layout},
         head=_last_linear(model),
     )
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ._images import ImageInput, check_images
 from ._inference import run
 from ._inputs import Preprocess
+from ._layout import SPATIAL, channels_first, guess_layout
 from ._persistence import check_input_columns
 
 
@@ -29,19 +30,24 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     whose class 1 is explained by its logit and class 0 by its negative.
     ``network`` is a
     :class:`~sktransfer._network.BackboneNetwork` with a head; the map is
-    taken at the output of its last unit that still has a spatial layout.
-    ``start``: ``x`` is the output of the first ``start`` units (the frozen
-    trunk's), a spatial map itself; ``size``: the input images' side (the
-    maps' resolution). Runs with gradients enabled (the inference path's
-    ``mode="grad"``).
+    taken at the output of its last unit that is still a feature map, channels
+    first or last (``network.layout_of``). ``start``: ``x`` is the output of
+    the first ``start`` units (the frozen trunk's), a feature map itself;
+    ``size``: the input images' side (the maps' resolution). Runs with
+    gradients enabled (the inference path's ``mode="grad"``).
     """
     # The input carries the gradient: the parameters need none.
     h = x.clone().requires_grad_(True)
-    feature = h if start and h.ndim == 4 else None
+    feature = layout = None
+    if start:
+        given = network.layout_of(network.unit_names[start - 1]) or guess_layout(h)
+        if h.ndim == 4 and given in SPATIAL:
+            feature, layout = h, given
     for i in range(start, network.n_units):
         h = network.unit(i)(h)
-        if h.ndim == 4:
-            feature = h
+        unit_layout = network.layout_of(network.unit_names[i]) or guess_layout(h)
+        if h.ndim == 4 and unit_layout in SPATIAL:
+            feature, layout = h, unit_layout
     if feature is None:
         raise ValueError("The backbone has no spatial feature map to explain.")
     z = network.head(h.flatten(1))[:, logits]
@@ -51,7 +57,8 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     else:
         targets = z.argmax(dim=1) if targets is None else targets
         score = z.gather(1, targets.view(-1, 1)).sum()
-    grads = torch.autograd.grad(score, feature)[0]
+    grads = channels_first(torch.autograd.grad(score, feature)[0], layout)
+    feature = channels_first(feature, layout)  # (n, C, H, W): a channels-last map permuted
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * feature).sum(dim=1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=size or x.shape[-2:], mode="bilinear", align_corners=False)

@@ -64,14 +64,18 @@ class BackboneNetwork(nn.Module):
         extraction).
     dropout : float
         Dropout before the new linear layer.
+    layouts : dict of str to str, default=None
+        Layout of each module's output (``"NCHW"``, ``"NHWC"``, ``"NLC"``,
+        ``"NC"``) by qualified name: :attr:`Backbone.layouts`.
     """
 
     def __init__(self, backbone: nn.Module, unit_names: list[str], stages: list[str],
-                 n_features: int, n_outputs=None, dropout: float = 0.0):
+                 n_features: int, n_outputs=None, dropout: float = 0.0, layouts=None):
         super().__init__()
         self.backbone = backbone
         self.unit_names = list(unit_names)
         self.stages = list(stages)
+        self.layouts = dict(layouts or {})
         self.n_features = int(n_features)
         if n_outputs is None:
             self.head = None
@@ -119,7 +123,7 @@ class BackboneNetwork(nn.Module):
             except Exception:  # a forward that is not a chain of its children
                 chain = False
         return cls(model, units if chain else [""], backbone.stages, expected.shape[1],
-                   n_outputs, dropout)
+                   n_outputs, dropout, layouts=backbone.layouts)
 
     # -- structure ------------------------------------------------------------
 
@@ -129,6 +133,17 @@ class BackboneNetwork(nn.Module):
 
     def unit(self, i: int) -> nn.Module:
         return self.backbone.get_submodule(self.unit_names[i])
+
+    def layout_of(self, module_name: str) -> str | None:
+        """Layout of the output of the backbone's module ``module_name``
+        (``None``: unknown), for :func:`sktransfer._layout.global_pool`."""
+        # a network pickled before layouts were kept knows none
+        return getattr(self, "layouts", {}).get(module_name)
+
+    @property
+    def stage_layouts(self) -> list[str | None]:
+        """Layout of each stage's output, shallowest first."""
+        return [self.layout_of(s) for s in self.stages]
 
     def stage_ends(self) -> list[int | None]:
         """For each stage, the number of units up to and including its end

@@ -36,26 +36,17 @@ from torch import nn
 
 from . import _engines, _inference
 from ._cache import EmbeddingCache
+from ._layout import global_pool
 from ._process_cache import cache
-
-
-def pool(out: torch.Tensor) -> torch.Tensor:
-    """Global average pooling of a feature output, summed in float32: a map
-    ``(N, C, H, W)`` over H and W, tokens ``(N, T, C)`` over T."""
-    out = out.float()
-    if out.ndim == 4:
-        return out.mean(dim=(2, 3))
-    if out.ndim == 3:
-        return out.mean(dim=1)
-    return out.flatten(1)
 
 
 class TrunkModule(nn.Module):
     """Units ``start`` to ``stop`` of a network as one module (what is exported).
 
     ``stop=None``: to the end, flattened (the pooled features); ``pool``:
-    the output globally average-pooled (a stage's features). ``dtype``: the
-    precision policy's autocast (float32 for export).
+    the output globally average-pooled in its own layout (a stage's
+    features, channels first or last). ``dtype``: the precision policy's
+    autocast (float32 for export).
     """
 
     def __init__(self, network, stop: int | None = None, pool: bool = False, start: int = 0,
@@ -70,7 +61,8 @@ class TrunkModule(nn.Module):
     def forward(self, x):
         out = self.network.forward_units(x, self.start, self.stop, self.dtype)
         if self.pool:
-            return pool(out)
+            last = self.network.unit_names[(self.stop or self.network.n_units) - 1]
+            return global_pool(out, self.network.layout_of(last))
         return out.flatten(1) if self.stop is None else out
 
 
@@ -186,7 +178,8 @@ class FrozenTrunk:
     def run_torch(self, network, x: torch.Tensor) -> torch.Tensor:
         """The trunk on a normalised batch ``x``, by torch, under the precision policy."""
         if self.layer_module is not None:
-            return pool(_run_until(network, self.layer_module, x, self.dtype))
+            return global_pool(_run_until(network, self.layer_module, x, self.dtype),
+                               network.layout_of(self.layer_module))
         return TrunkModule(network, self.stop, self.pool, dtype=self.dtype)(x)
 
     def _example(self, network, start: int = 0) -> torch.Tensor:

@@ -144,3 +144,77 @@ def test_layers(images):
         PretrainedFeatureExtractor(**TINY, layer="stage99").fit(X)
     with pytest.raises(ValueError, match="Close module names.*conv_head"):
         PretrainedFeatureExtractor(**TINY, layer="conv_haed").fit(X)
+
+
+def _stage_outputs(backbone, size):
+    """(output stride, channels) of each stage, read off the stage modules'
+    outputs at a ``size`` x ``size`` input (maps: NCHW; tokens: (N, L, C))."""
+    shapes = {}
+
+    def keep(name, out):
+        shapes.setdefault(name, tuple(out.shape))  # returns None: the output stays
+
+    handles = [backbone.model.get_submodule(s).register_forward_hook(
+        lambda _m, _i, out, s=s: keep(s, out)) for s in backbone.stages]
+    try:
+        with torch.no_grad():
+            backbone.model.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(size // shapes[s][2], shapes[s][1]) if len(shapes[s]) == 4
+            else (None, shapes[s][2]) for s in backbone.stages]
+
+
+def _trained_parameters(backbone, size):
+    """Parameters that train with trainable_stages=k, for k = 0..n, and the
+    parameters kept float32 under bf16 (the units before stage 2)."""
+    from sktransfer._network import BackboneNetwork
+
+    net = BackboneNetwork.from_backbone(backbone, size)
+    trained = []
+    for k in range(len(net.stages) + 1):
+        n_frozen, _ = net.frozen_units(k, backbone.name)
+        trained.append(sum(p.numel() for i in range(n_frozen, net.n_units)
+                           for p in net.unit(i).parameters()))
+    fp32 = sum(p.numel() for i in range(net.stage_ends()[0]) for p in net.unit(i).parameters())
+    return trained, fp32
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_stage_k_is_the_same_stage_in_timm_and_torchvision(arch):
+    """One rule, timm's: the same architecture has the same stages in both
+    libraries (output strides and widths as timm's feature_info lists them),
+    trainable_stages=k trains the same parameters and the float32 stem
+    covers the same ones."""
+    timm_bb = load_backbone(f"timm/{arch}", None)
+    tv_bb = load_backbone(f"torchvision/{arch}", None)
+    reference = [(info["reduction"], info["num_chs"]) for info in timm_bb.model.feature_info]
+    assert len(reference) == 5
+    assert _stage_outputs(timm_bb, 64) == reference
+    assert _stage_outputs(tv_bb, 64) == reference
+    assert _trained_parameters(tv_bb, 64) == _trained_parameters(timm_bb, 64)
+
+
+def test_torchvision_stages():
+    assert load_backbone("torchvision/resnet18", None).stages == [
+        "relu", "layer1", "layer2", "layer3", "layer4"]  # the stem included, as timm's act1
+    # features.8, the 1x1 convolution to 1280 channels, is the neck (timm's conv_head)
+    assert load_backbone("torchvision/efficientnet_b0", None).stages == [
+        "features.1", "features.2", "features.3", "features.5", "features.7"]
+    assert load_backbone(DEFAULT := "efficientnet_lite0", None).stages == [
+        "blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], DEFAULT
+
+
+def test_vit_stages_are_its_blocks_in_both_libraries():
+    """A transformer's stages are its blocks (timm's feature_info lists them)."""
+    import timm
+
+    with torch.device("meta"):  # timm's description only: no weights to initialise
+        timm_vit = timm.create_model("vit_base_patch16_224")
+    reference = [(None, info["num_chs"]) for info in timm_vit.feature_info]
+    tv_bb = load_backbone("torchvision/vit_b_16", None)
+    assert len(reference) == 12
+    assert _stage_outputs(tv_bb, 224) == reference
+    assert tv_bb.stages[0] == "encoder.layers.encoder_layer_0"
+    assert {tv_bb.layouts[s] for s in tv_bb.stages} == {"NLC"}

@@ -66,3 +66,50 @@ def test_plot_overlays_each_image(fitted):
     assert len(fig.axes[0].images) == 2  # the image and its heatmap
     with pytest.raises(ValueError, match="n_images=6"):
         plot_explanations(X[:6], np.zeros((5, 32, 32)))
+
+
+def test_channels_last_backbone_is_explained_on_its_last_map():
+    """MambaOut's stages return (N, H, W, C). The heatmaps equal Grad-CAM by
+    hand on timm's own channels-first copy of the last stage (its
+    ``forward_intermediates``), where the old code averaged over W and C."""
+    import torch.nn.functional as F
+
+    from sktransfer._images import check_images
+    from sktransfer._inputs import Preprocess, iter_batches
+
+    X, y = make_images(8, size=128)
+    clf = TransferClassifier(backbone="timm/test_mambaout", weights=None, image_size=128,
+                             engine="torch", max_epochs=1, batch_size=8,
+                             random_state=0).fit(X, y)
+    maps = clf.explain(X, target=1)
+    assert maps.shape == (8, 128, 128) and maps.dtype == np.float32
+
+    ((_, x),) = iter_batches(check_images(X), range(8), 8, Preprocess(**clf.preprocess_))
+    net = clf.model_
+    backbone = net.backbone
+    with torch.no_grad():
+        (last,) = backbone.forward_intermediates(x, indices=[3], output_fmt="NCHW",
+                                                 intermediates_only=True)
+    assert last.shape[1:] == (64, 4, 4)  # 64 channels on a 4 x 4 map
+    last.requires_grad_(True)
+    # the rest of the network (head's pooling and norm, then the new head), on NHWC
+    logits = net.head(backbone.forward_head(last.permute(0, 2, 3, 1)).flatten(1))
+    score = logits[:, list(clf.classes_).index(1)].sum()
+    (grads,) = torch.autograd.grad(score, last)
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * last).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam.detach(), size=(128, 128), mode="bilinear", align_corners=False)[:, 0]
+    cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    np.testing.assert_allclose(maps, cam.numpy(), atol=1e-4)
+    assert (maps.reshape(8, -1).std(axis=1) > 0.05).all()  # maps, not constants
+
+
+def test_pooled_output_is_not_taken_for_a_map():
+    """torchvision's ResNet keeps its pooled features 4-D, (N, C, 1, 1): the
+    heatmap comes from layer4's map, not from that 1 x 1 "map" (a constant)."""
+    X, y = make_images(8, size=64)
+    clf = TransferClassifier(backbone="torchvision/resnet18", weights=None, image_size=64,
+                             engine="torch", max_epochs=1, batch_size=8,
+                             random_state=0).fit(X, y)
+    maps = clf.explain(X)
+    assert maps.shape == (8, 64, 64)
+    assert (maps.reshape(8, -1).std(axis=1) > 0.05).all()

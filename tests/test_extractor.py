@@ -6,6 +6,8 @@ import pickle
 import joblib
 import numpy as np
 import pandas as pd
+import pytest
+import torch
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -148,3 +150,36 @@ def test_default_backbone_pipeline_cross_validates_on_elpv(tmp_path):
                              cv=StratifiedKFold(3, shuffle=True, random_state=0))
     majority = max(y[idx].mean(), 1 - y[idx].mean())
     assert scores.mean() > majority + 0.03, (scores, majority)
+
+
+def _timm_stage_pooled(est, X, index):
+    """timm's own stage ``index`` output (``forward_intermediates``, which
+    returns every stage channels first), averaged over space, for the
+    extractor's preprocessed ``X``."""
+    from sktransfer._images import check_images
+    from sktransfer._inputs import Preprocess, iter_batches
+
+    ((_, x),) = iter_batches(check_images(X), range(len(X)), len(X),
+                             Preprocess(**est.preprocess_))
+    with torch.no_grad():
+        (stage,) = est.model_.backbone.forward_intermediates(
+            x, indices=[index], output_fmt="NCHW", intermediates_only=True)
+    return stage.mean(dim=(2, 3)).numpy()
+
+
+@pytest.mark.parametrize("backbone, n_channels, engine", [
+    ("timm/test_mambaout", 32, "torch"),  # channels last: its stages return (N, H, W, C)
+    ("timm/test_efficientnet", 24, "torch"),  # channels first, as before
+    ("timm/test_mambaout", 32, "onnxruntime"),  # the exported trunk pools the same way
+    ("timm/test_mambaout", 32, "openvino"),
+])
+def test_stage_features_are_timms_stage_pooled(images, backbone, n_channels, engine):
+    """layer="stage2" gives one feature per channel of timm's second stage:
+    its mean over space, whatever layout the stage returns."""
+    X, _ = images
+    est = PretrainedFeatureExtractor(backbone=backbone, weights=None, image_size=64,
+                                     layer="stage2", engine=engine, precision="float32",
+                                     random_state=0).fit(X)
+    got = est.transform(X)
+    assert got.shape == (len(X), n_channels) and est.n_features_out_ == n_channels
+    np.testing.assert_allclose(got, _timm_stage_pooled(est, X, 1), rtol=1e-5, atol=1e-6)

@@ -43,17 +43,28 @@ def _with_memory(est, location):
     return other
 
 
+#: A channels-first and a channels-last backbone (its stages return (N, H, W, C)),
+#: with the trainable_stages that cut them right after stage 1 and before the last.
+BACKBONES = {"timm/test_efficientnet": dict(image_size=32, cuts=(4, 1)),
+             "timm/test_mambaout": dict(image_size=64, cuts=(3, 1))}
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("tta", [False, True])
-@pytest.mark.parametrize("trainable_stages", [1, 4])  # cut before the last stage / after stage 1
+@pytest.mark.parametrize("cut", [0, 1])  # right after stage 1 / before the last stage
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_fine_tuned_model_gives_one_answer_on_every_path(data, tmp_path, engine, tta,
-                                                         trainable_stages, precision):
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_fine_tuned_model_gives_one_answer_on_every_path(data, tmp_path, backbone, engine, tta,
+                                                         cut, precision):
     if engine == "onnxruntime" and precision == "bfloat16":
         pytest.skip("ONNX Runtime computes float32 only (precision_ becomes 'float32')")
     X, y = data
-    est = TransferClassifier(**dict(FAST, engine=engine), precision=precision, tta=tta,
-                             trainable_stages=trainable_stages).fit(X, y)
+    spec = BACKBONES[backbone]
+    est = TransferClassifier(**dict(FAST, engine=engine, backbone=backbone,
+                                    image_size=spec["image_size"]),
+                             precision=precision, tta=tta,
+                             trainable_stages=spec["cuts"][cut]).fit(X, y)
+    assert est.trunk_.stop == est.model_.stage_ends()[-1 - spec["cuts"][cut]]
     assert est.engine_ == engine
     before = pickle.dumps(est)
     ref = est.predict_proba(X)
