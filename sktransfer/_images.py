@@ -143,6 +143,11 @@ class ImageSource:
             item = upright(item)  # the pixels the network sees
             h.update(f"pil:{item.mode}:{item.size}".encode())
             h.update(item.tobytes())
+            if item.mode in ("P", "PA"):
+                # the bytes are palette indices: the colours are in the palette
+                palette = item.getpalette(rawmode="RGB") or []
+                h.update(f":palette:{len(palette)}:".encode())
+                h.update(bytes(palette))
         else:
             arr = np.ascontiguousarray(item)
             h.update(f"array:{arr.dtype.str}:{arr.shape}".encode())
@@ -150,24 +155,21 @@ class ImageSource:
         return h.hexdigest()
 
 
-_DIGESTS: dict = {}
-
-
 def _file_digest(path: str) -> str:
     # Re-hashing a file whose size, mtime and inode did not change is wasted
     # work when a grid search transforms the same paths fifty times.
+    from ._process_cache import cache
+
     st = os.stat(path)
     memo_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    digest = _DIGESTS.get(memo_key)
-    if digest is None:
+
+    def digest():
         h = hashlib.sha256()
         with open(path, "rb") as f:
             h.update(f.read())
-        digest = h.hexdigest()
-        if len(_DIGESTS) > 1_000_000:
-            _DIGESTS.clear()
-        _DIGESTS[memo_key] = digest
-    return digest
+        return h.hexdigest()
+
+    return cache("digests").get_or_put(memo_key, digest, lambda d: len(d) + len(memo_key[0]))
 
 
 def check_images(X, skipped=None) -> ImageSource:

@@ -3,7 +3,7 @@
 A long-lived process (a notebook, a Dask worker, a grid search) reuses what
 is costly to make: ONNX graphs of frozen parts, ONNX Runtime sessions and
 OpenVINO compiled models of them, per-image arrays read from ``memory=``,
-and estimators shipped to a Dask worker. Each kind has one
+digests of image files, and estimators shipped to a Dask worker. Each kind has one
 :class:`BoundedCache` here, and one rule bounds them all: when a cache holds
 more than its byte budget, its least recently used entries are dropped. An
 entry's size is the bytes it holds (an array's ``nbytes``, a graph's length);
@@ -106,6 +106,8 @@ CACHES = {
     "stored": BoundedCache("stored", 1024 * _MiB),
     # shipment token -> estimator unpickled on a Dask worker
     "received": BoundedCache("received", 2048 * _MiB),
+    # (path, size, mtime, inode) -> SHA-256 of the file's bytes
+    "digests": BoundedCache("digests", 64 * _MiB),
     # graph keys whose engine failed in this process (run by torch instead)
     "failed": BoundedCache("failed", 1 * _MiB),
 }

@@ -170,3 +170,24 @@ def test_fifo_is_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ImageError, match="not a regular file"):
         check_images([str(fifo)])
+
+
+def _palette_image(colours):
+    """A 16 x 16 "P" image of indices 0 and 1 whose palette maps them to ``colours``."""
+    image = Image.fromarray(np.tile(np.array([0, 1] * 8, dtype=np.uint8), (16, 1)), mode="P")
+    image.putpalette([c for colour in colours for c in colour])
+    return image
+
+
+def test_palette_images_are_keyed_by_their_colours_too(tmp_path):
+    """Two palette images with the same indices and other palettes are other images:
+    under memory= each gets its own features (they once shared one stored entry)."""
+    red_blue = _palette_image([(255, 0, 0), (0, 0, 255)])
+    green = _palette_image([(0, 255, 0), (0, 128, 0)])
+    source = check_images([red_blue, green, red_blue.copy()])
+    assert source.content_key(0) != source.content_key(1)
+    assert source.content_key(0) == source.content_key(2)
+    plain = PretrainedFeatureExtractor(**TINY).fit([red_blue])
+    stored = PretrainedFeatureExtractor(**TINY, memory=tmp_path).fit([red_blue])
+    stored.transform([red_blue])
+    np.testing.assert_array_equal(stored.transform([green]), plain.transform([green]))
