@@ -323,9 +323,9 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         problems = sorted(problems + (unreadable or []))
         if problems:
             out[[i for i, _, _ in problems]] = np.nan
-            warnings.warn(
-                f"{ImageError(problems)}\nTheir rows are NaN (on_error='nan').",
-                ImageWarning, stacklevel=2)
+            warnings.warn(ImageWarning(
+                f"{ImageError(problems)}\nTheir rows are NaN (on_error='nan').", problems),
+                stacklevel=2)
         return out
 
     def __sklearn_tags__(self):

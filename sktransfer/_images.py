@@ -63,7 +63,20 @@ class ImageError(ValueError):
 
 
 class ImageWarning(UserWarning):
-    """Warns of images left out or replaced (``on_error="nan"``)."""
+    """Warns of images left out or replaced (``on_error="nan"``).
+
+    Attributes
+    ----------
+    problems : list of (int, str, str)
+        ``(index, item, reason)`` for each bad item, as in :class:`ImageError`.
+    """
+
+    def __init__(self, message="", problems=()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+    def __reduce__(self):
+        return type(self), (str(self), self.problems)
 
 
 def _short(item) -> str:

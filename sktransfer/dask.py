@@ -188,21 +188,52 @@ def _model(shipped):
     return shipped
 
 
-def _apply(shipped, part, method, columns, dtype, shape):
+def _rows_of(part, start):
+    """The rows of ``X`` a partition holds: its index labels, or positions from ``start``."""
+    import pandas as pd
+
+    if isinstance(part, (pd.Series, pd.DataFrame)):
+        return list(part.index)
+    return None if start is None else list(range(start, start + len(part)))
+
+
+def _in_rows(problems, rows):
+    """``(index, item, reason)`` with the partition's positions made rows of ``X``."""
+    return [(rows[i] if rows is not None else i, item, reason) for i, item, reason in problems]
+
+
+def _apply(shipped, part, method, columns, dtype, shape, start=None):
     """One task: ``method`` on one partition.
 
     ``shape`` is what the task returns: ``"array"``, ``"frame"`` (a pandas
     object on the partition's index) or ``"paths"`` (that frame after a
-    ``path`` column).
+    ``path`` column). ``start``: the position in ``X`` of a list's
+    partition. Unreadable images are reported by their rows of ``X``, an
+    :class:`ImageWarning` (``on_error="nan"``) on the client too.
     """
     import pandas as pd
+    from distributed import warn
 
     from ._device import worker_threads
+    from ._images import ImageError, ImageWarning
 
     estimator = shipped.estimator
     items = _items_of(part, estimator)
-    with worker_threads():
-        out = getattr(estimator, method)(items) if len(items) else _empty(columns, dtype)
+    rows = _rows_of(part, start)
+    with worker_threads(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = getattr(estimator, method)(items) if len(items) else _empty(columns, dtype)
+        except ImageError as exc:
+            raise ImageError(_in_rows(exc.problems, rows)) from None
+    for w in caught:
+        if isinstance(w.message, ImageWarning) and w.message.problems:
+            problems = _in_rows(w.message.problems, rows)
+            # distributed.warn: on this worker and on every client of the scheduler
+            warn(ImageWarning(f"{ImageError(problems)}\nTheir rows are NaN "
+                              "(on_error='nan').", problems))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     out = np.asarray(out).astype(dtype, copy=False)
     if shape == "array":
         return out
@@ -307,7 +338,7 @@ def _collection(estimator, X, *, client, method, partition_size, with_paths):
         arrays = [da.from_delayed(o, shape=(np.nan, *n_cols), dtype=dtype) for o in outs]
         return da.concatenate(arrays), client
 
-    arrays = [da.from_delayed(apply(shipped, X[s:s + size], method, columns, dtype, "array"),
+    arrays = [da.from_delayed(apply(shipped, X[s:s + size], method, columns, dtype, "array", s),
                               shape=(len(X[s:s + size]), *n_cols), dtype=dtype)
               for s in range(0, len(X), size)]
     if not arrays:

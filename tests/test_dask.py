@@ -16,7 +16,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from sktransfer import ImageError, PretrainedFeatureExtractor, TransferClassifier, _device
+from sktransfer import (
+    ImageError,
+    ImageWarning,
+    PretrainedFeatureExtractor,
+    TransferClassifier,
+    _device,
+)
 from sktransfer._testing import recording
 
 from .conftest import TINY, make_images
@@ -124,10 +130,37 @@ def test_unreadable_images_keep_rows_aligned(client, files, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     mixed = paths[:5] + [str(broken)] + paths[5:10] + [str(tmp_path / "missing.png")]
-    out = skd.transform(est, mixed, partition_size=4).compute()
+    with pytest.warns(ImageWarning) as caught:
+        out = skd.transform(est, mixed, partition_size=4).compute()
+        _await_warnings(caught, 2)  # the workers' warnings reach this client as events
     assert np.isnan(out[[5, 11]]).all()
+    # each names the row of X (not the position within its partition of 4)
+    rows = sorted(i for w in caught if isinstance(w.message, ImageWarning)
+                  for i, _, _ in w.message.problems)
+    assert rows == [5, 11]
+    assert any("X[11]" in str(w.message) and "missing.png" in str(w.message) for w in caught)
     np.testing.assert_allclose(out[:5], est.transform(paths[:5]), **same)
     np.testing.assert_allclose(out[6:11], est.transform(paths[5:10]), **same)
+
+
+def _await_warnings(caught, n, timeout=20):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while sum(isinstance(w.message, ImageWarning) for w in caught) < n:
+        assert time.monotonic() < deadline, "the workers' ImageWarnings did not arrive"
+        time.sleep(0.1)
+
+
+def test_unreadable_images_are_named_by_their_row_of_x(client, files, tmp_path):
+    paths, _ = files
+    strict = PretrainedFeatureExtractor(**TINY).fit(paths)
+    labels = [f"cell-{i}" for i in range(8)]
+    series = pd.Series(paths[:7] + [str(tmp_path / "missing.png")], index=labels)
+    with pytest.raises(ImageError, match=r"X\[cell-7\] .*missing.png"):
+        skd.transform(strict, dd.from_pandas(series, npartitions=2)).compute()
+    with pytest.raises(ImageError, match=r"X\[7\] .*missing.png"):
+        skd.transform(strict, list(series), partition_size=3).compute()
 
 
 def test_killed_worker_loses_no_rows(client, files, extractor):
