@@ -1,5 +1,8 @@
-"""README code blocks run, so they never rot."""
+"""README code blocks run, so they never rot, and print what the pages show."""
 
+import contextlib
+import doctest
+import io
 import re
 from pathlib import Path
 
@@ -11,22 +14,32 @@ GUIDES = [README, README.parent / "docs" / "getting_started.md",
           README.parent / "docs" / "user_guide.md", README.parent / "docs" / "deploying.md",
           README.parent / "docs" / "scaling.md"]
 # The blocks of one page run in order, in one namespace, as a reader would.
-PAGES = {path.name: re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
-         for path in GUIDES}
+# A block followed by a ```text block must print that text (doctest's rules:
+# "..." stands for any text, whitespace runs compare equal).
+BLOCK = re.compile(r"```python\n(.*?)```(?:\s*\n```text\n(.*?)```)?", flags=re.DOTALL)
+PAGES = {path.name: BLOCK.findall(path.read_text()) for path in GUIDES}
 
 
 def test_pages_have_examples():
     assert all(len(blocks) >= 1 for blocks in PAGES.values())
     assert len(PAGES["README.md"]) >= 2
+    assert sum(bool(shown) for blocks in PAGES.values() for _, shown in blocks) >= 4
 
 
 @pytest.mark.parametrize("page", list(PAGES))
 def test_page_blocks_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__docs__"}
-    for code in PAGES[page]:
+    checker = doctest.OutputChecker()
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for code, shown in PAGES[page]:
         code = code.replace("/tmp/sktransfer-cache", str(tmp_path / "cache"))
-        exec(compile(code, page, "exec"), namespace)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, page, "exec"), namespace)
+        if shown:
+            assert checker.check_output(shown, printed.getvalue(), flags), (
+                f"{page}: the block printed\n{printed.getvalue()}\nbut the page shows\n{shown}")
 
 
 def test_ci_runs_the_readme_test_command():
