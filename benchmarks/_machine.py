@@ -14,7 +14,7 @@ def describe_machine() -> dict:
     import torchvision
 
     from sktransfer import __version__
-    from sktransfer._device import cpu_has_amx, cpu_has_native_bf16
+    from sktransfer._testing import cpu_has_amx, cpu_has_native_bf16
 
     cpu = platform.processor() or "unknown"
     try:
@@ -69,7 +69,7 @@ def require_reference_cpu(what: str) -> None:
     every candidate would read as over budget for the machine's sake.
     ``SKTRANSFER_BENCH_ANY_CPU=1`` runs anyway (the results record the CPU).
     """
-    from sktransfer._device import cpu_has_native_bf16
+    from sktransfer._testing import cpu_has_native_bf16
 
     if not cpu_has_native_bf16() and os.environ.get("SKTRANSFER_BENCH_ANY_CPU") != "1":
         raise SystemExit(

@@ -57,9 +57,10 @@ def _cluster():
 
 def _unpickled(client):
     def count():
-        from sktransfer._persistence import UNPICKLED
+        from sktransfer import _testing
 
-        return sum(UNPICKLED.values())
+        _testing.begin()  # counting starts on a worker's first call: compare differences
+        return sum(n for (kind, *_), n in _testing.counts().items() if kind == "unpickled")
 
     return client.run(count)
 
@@ -152,7 +153,7 @@ def search(n=600, trainable_stages=1):
     )
 
     from sktransfer import TransferClassifier
-    from sktransfer._cache import STATS, clear_memo
+    from sktransfer._testing import clear_process_caches, recording
 
     X_train, y_train, _, _ = paper_split()  # the test part is not used
     keep, _ = train_test_split(np.arange(len(y_train)), train_size=n, stratify=y_train,
@@ -162,9 +163,9 @@ def search(n=600, trainable_stages=1):
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
     results = {}
     for name in ("uncached", "memory", "halving_memory"):
-        clear_memo()
-        STATS.clear()
-        with tempfile.TemporaryDirectory(prefix="sktransfer-search-") as store:
+        clear_process_caches("stored")
+        with recording() as counts, \
+                tempfile.TemporaryDirectory(prefix="sktransfer-search-") as store:
             est = TransferClassifier(random_state=0, trainable_stages=trainable_stages,
                                      memory=None if name == "uncached" else store)
             if name == "halving_memory":
@@ -178,7 +179,7 @@ def search(n=600, trainable_stages=1):
         results[name] = {
             "wall_s": wall, "best_params": {k: repr(v) for k, v in s.best_params_.items()},
             "best_mean_cv_accuracy": float(s.best_score_),
-            "frozen_written": STATS["frozen", "written"], "frozen_read": STATS["frozen", "read"],
+            "frozen_written": counts["frozen", "written"], "frozen_read": counts["frozen", "read"],
         }
     results["n_images"] = n
     results["trainable_stages"] = trainable_stages
@@ -194,7 +195,7 @@ def fit_pair(n=400, repeats=2):
     from sklearn.model_selection import train_test_split
 
     from sktransfer import TransferClassifier
-    from sktransfer._cache import clear_memo
+    from sktransfer._testing import clear_process_caches
 
     X_train, y_train, _, _ = paper_split()  # the test part is not used
     keep, _ = train_test_split(np.arange(len(y_train)), train_size=n, stratify=y_train,
@@ -205,7 +206,7 @@ def fit_pair(n=400, repeats=2):
         TransferClassifier(random_state=0, max_epochs=1, memory=store).fit(X, y)  # fills it
         for _ in range(repeats):
             for name in runs:
-                clear_memo()
+                clear_process_caches("stored")
                 model = TransferClassifier(random_state=0,
                                            memory=None if name == "uncached" else store)
                 t = time.perf_counter()

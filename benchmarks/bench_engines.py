@@ -38,9 +38,7 @@ from _machine import describe_machine, machine_markdown
 from bench_extraction import cosine, downstream_accuracy, paper_split
 
 from sktransfer import PretrainedFeatureExtractor
-from sktransfer._images import check_images
-from sktransfer._inference import to_device
-from sktransfer._inputs import Preprocess
+from sktransfer._testing import Preprocess, check_images, to_device
 from sktransfer.datasets import load_elpv
 
 RESULTS = Path(__file__).parent / "results"
@@ -122,8 +120,8 @@ def main():
         rates, fitted = throughput(sub, size)
         result["sizes"][key] = {"throughput": rates, "per_image": split_times(sub, fitted)}
     result["fidelity_224"] = fidelity(list(paths), probability, cell_type, y)
-    from sktransfer._device import cpu_has_amx
-    from sktransfer._engines import resolve
+    from sktransfer._testing import cpu_has_amx
+    from sktransfer._testing import resolve_engine as resolve
 
     result["auto_engine"] = resolve("auto", device=torch.device("cpu"), owner="bench")
     result["cpu_has_amx"] = cpu_has_amx()

@@ -49,7 +49,7 @@ from sktransfer import (
     PretrainedFeatureExtractor,  # noqa: E402
     _cache,  # noqa: E402
 )
-from sktransfer._backbones import drop_head, load_backbone  # noqa: E402
+from sktransfer._testing import drop_head, load_backbone  # noqa: E402
 from sktransfer.datasets import load_elpv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

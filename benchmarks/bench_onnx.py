@@ -34,9 +34,8 @@ from _machine import describe_machine, machine_markdown
 from bench_transfer import paper_split
 
 from sktransfer import export_onnx, onnx_inputs
-from sktransfer._images import check_images
-from sktransfer._inputs import Preprocess, iter_batches
-from sktransfer._onnx import _float32_copy
+from sktransfer._testing import Preprocess, check_images, iter_batches
+from sktransfer._testing import float32_copy as _float32_copy
 
 RESULTS = Path(__file__).parent / "results"
 

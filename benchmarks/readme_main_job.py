@@ -93,7 +93,7 @@ def run() -> None:
 
 
 def render() -> str:
-    from sktransfer._compare import format_table
+    from sktransfer._testing import format_table
 
     timing = json.loads((STORE / "timing.json").read_text())
     results = json.loads((STORE / "results.json").read_text())

@@ -55,19 +55,19 @@ from bench_transfer import (  # noqa: E402
 )
 
 from sktransfer import compare  # noqa: E402
-from sktransfer._compare import (  # noqa: E402
+from sktransfer._testing import (  # noqa: E402
     CLASSICAL_MODELS,
+    DEFAULT_MODELS,
     MODELS,
     PIXEL_SIZE,
     TRANSFER_MODELS,
+    check_images,
     decode_all,
     fit_and_score,
     load_elpv_dataset,
     plot_learning_curve,
     prepare_inputs,
 )
-from sktransfer._compare._models import DEFAULT_MODELS  # noqa: E402
-from sktransfer._images import check_images  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -213,8 +213,8 @@ def run_digits():
     from sklearn.svm import SVC
 
     from sktransfer import TransferClassifier
-    from sktransfer._compare import metrics
-    from sktransfer._compare._models import _frozen_lr
+    from sktransfer._testing import frozen_lr as _frozen_lr
+    from sktransfer._testing import metrics
 
     digits = load_digits()
     X, y = digits.images / 16, digits.target
@@ -310,7 +310,7 @@ def _scratch_note(scratch, curves_machine):
 def _budget_size(budget):
     import timm
 
-    from sktransfer._backbones import BUILTIN, DEFAULT_BACKBONE
+    from sktransfer._testing import BUILTIN, DEFAULT_BACKBONE
 
     size = budget["image_size"]
     if size is None:  # the default backbone's own input size, from timm's config (no build)

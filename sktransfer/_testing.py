@@ -5,8 +5,10 @@ benchmark checks (an entry read from ``memory``, a graph exported, a model
 unpickled on a Dask worker). Nothing is counted unless a :func:`recording`
 is open, so the library keeps no counters of its own.
 
-This is the one private module that tests and benchmarks may import; its
-names may change with any release.
+This is the one private module that tests and benchmarks may import: its
+counters, and :data:`FOR_BENCHMARKS`, the internals a benchmark may use
+(``from sktransfer._testing import check_images``). Its names may change
+with any release.
 
 Events
 ------
@@ -89,3 +91,51 @@ def recording():
     finally:
         with _LOCK:
             _OPEN.remove(counts)
+
+
+# -- the internals benchmarks may use ------------------------------------------------
+
+#: Names the benchmarks (``benchmarks/``) take from sktransfer's internals,
+#: loaded on first use: what describes the machine, the pieces a plain
+#: baseline loop is built from, and ``compare``'s building blocks. Anything
+#: not listed here or in ``sktransfer.__all__`` is free to change.
+FOR_BENCHMARKS = {
+    # the machine
+    "cpu_has_amx": ("._device", "cpu_has_amx"),
+    "cpu_has_native_bf16": ("._device", "cpu_has_native_bf16"),
+    "resolve_engine": ("._engines", "resolve"),
+    "clear_process_caches": ("._process_cache", "clear"),
+    # a plain loop beside the estimators: the same decoding and weights
+    "check_images": ("._images", "check_images"),
+    "Preprocess": ("._inputs", "Preprocess"),
+    "iter_batches": ("._inputs", "iter_batches"),
+    "to_device": ("._inference", "to_device"),
+    "load_backbone": ("._backbones", "load_backbone"),
+    "drop_head": ("._backbones", "drop_head"),
+    "BUILTIN": ("._backbones", "BUILTIN"),
+    "DEFAULT_BACKBONE": ("._backbones", "DEFAULT_BACKBONE"),
+    "float32_copy": ("._onnx", "_float32_copy"),
+    # compare's models, data and report
+    "CLASSICAL_MODELS": ("._compare", "CLASSICAL_MODELS"),
+    "MODELS": ("._compare", "MODELS"),
+    "PIXEL_SIZE": ("._compare", "PIXEL_SIZE"),
+    "TRANSFER_MODELS": ("._compare", "TRANSFER_MODELS"),
+    "DEFAULT_MODELS": ("._compare._models", "DEFAULT_MODELS"),
+    "frozen_lr": ("._compare._models", "_frozen_lr"),
+    "decode_all": ("._compare", "decode_all"),
+    "fit_and_score": ("._compare", "fit_and_score"),
+    "load_elpv_dataset": ("._compare", "load_elpv_dataset"),
+    "plot_learning_curve": ("._compare", "plot_learning_curve"),
+    "prepare_inputs": ("._compare", "prepare_inputs"),
+    "format_table": ("._compare", "format_table"),
+    "metrics": ("._compare", "metrics"),
+}
+
+
+def __getattr__(name):
+    if name in FOR_BENCHMARKS:
+        import importlib
+
+        module, attr = FOR_BENCHMARKS[name]
+        return getattr(importlib.import_module(module, "sktransfer"), attr)
+    raise AttributeError(f"module 'sktransfer._testing' has no attribute {name!r}")
