@@ -53,6 +53,7 @@ class ImageError(ValueError):
 
     def __init__(self, problems, what="image"):
         self.problems = list(problems)
+        self.what = what
         n = len(self.problems)
         lines = [f"{n} {what}{'s' if n != 1 else ''} could not be used:"]
         for index, item, reason in self.problems[:_MAX_LISTED]:
@@ -60,6 +61,9 @@ class ImageError(ValueError):
         if n > _MAX_LISTED:
             lines.append(f"  ... and {n - _MAX_LISTED} more.")
         super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # pickled across processes (a Dask worker's error)
+        return type(self), (self.problems, self.what)
 
 
 class ImageWarning(UserWarning):

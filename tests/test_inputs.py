@@ -192,3 +192,15 @@ def test_palette_images_are_keyed_by_their_colours_too(tmp_path):
     stored = PretrainedFeatureExtractor(**TINY, memory=tmp_path).fit([red_blue])
     stored.transform([red_blue])
     np.testing.assert_array_equal(stored.transform([green]), plain.transform([green]))
+
+
+def test_image_errors_and_warnings_pickle_with_their_problems():
+    import pickle
+
+    from sktransfer import ImageWarning
+
+    error = ImageError([(3, "'a.png'", "no such file")])
+    again = pickle.loads(pickle.dumps(error))
+    assert again.problems == error.problems and str(again) == str(error)
+    warning = pickle.loads(pickle.dumps(ImageWarning("bad", error.problems)))
+    assert warning.problems == error.problems and str(warning) == "bad"
