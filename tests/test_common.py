@@ -54,9 +54,9 @@ REASONS = {
         5, "fits on float32, int32 and int64 tables",
         "test_inputs.py::test_every_input_form_gives_the_same_features"),
     "check_estimators_empty_data_messages": (
-        "fits on an array of shape (0, 0) and expects scikit-learn's wording for empty data; "
-        "0 columns is no image and fit says so (ValueError naming the shape to use). Covered "
-        "by test_inputs.py::test_bad_arrays."),
+        "fits on arrays of shape (0, 3) and (12, 0) and expects scikit-learn's wording for "
+        "empty data; 0 columns is no image and fit says so (ValueError naming the shape to "
+        "use). Covered by test_inputs.py::test_bad_arrays."),
     "check_pipeline_consistency": _table(
         3, "compares the estimator alone and in a Pipeline",
         "test_extractor.py::test_pipeline_grid_search_over_nested_params"),

@@ -96,7 +96,8 @@ def test_units_trained_by_an_earlier_fit_are_not_taken_for_pretrained(images, tm
     TransferClassifier(**FAST, trainable_stages=0, memory=tmp_path).fit(X, y)  # pretrained
     est.set_params(trainable_stages=0).fit(X, y)
     plain = clone(est).set_params(memory=None)
-    plain.__dict__.update({k: v for k, v in est.__dict__.items() if k.endswith("_")})
+    plain.__dict__.update({k: v for k, v in est.__dict__.items()
+                           if k.endswith("_") or k.startswith("_")})
     plain.trunk_ = est.trunk_.replace(location=None)
     np.testing.assert_array_equal(est.predict_proba(X), plain.predict_proba(X))
     assert len(list((tmp_path / "sktransfer-frozen").iterdir())) == 2
