@@ -49,7 +49,6 @@ from sktransfer import (
     PretrainedFeatureExtractor,  # noqa: E402
     _cache,  # noqa: E402
 )
-from sktransfer._backbones import drop_head, load_backbone  # noqa: E402
 from sktransfer.datasets import load_elpv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,6 +75,9 @@ def time_estimator(paths, **params):
 
 def time_plain_fp32(paths, size, batch_size=32):
     """What a user writes with plain PyTorch: fp32, NCHW, eval, no_grad."""
+    # private helpers, imported here so that rendering needs only the results
+    from sktransfer._backbones import drop_head, load_backbone
+
     decoded = [
         torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
         for p in paths
