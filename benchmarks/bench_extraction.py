@@ -15,9 +15,9 @@ Deitsch et al. (2019) split (75/25, stratified by probability x cell type,
 random_state=0).
 
 (a), (b) and the fidelity run at two input sizes: 224, the backbone's
-(``image_size=None``, like for like with the runs before issue #12, kept in
+(``image_size=None``, like for like with the runs before the core rewrite, kept in
 ``extraction_before_core.{json,md}``), and 300, ELPV's own size, which the
-default ``image_size="auto"`` uses since #12. (c) runs at the default.
+default ``image_size="auto"`` uses since that rewrite. (c) runs at the default.
 
 Run: ``python benchmarks/bench_extraction.py`` (needs the ``bench`` extra).
 Writes ``benchmarks/results/extraction.{json,md}``.
@@ -122,7 +122,7 @@ def downstream_accuracy(F_train, y_train, F_test, y_test):
 
 
 # The like-for-like size of earlier runs (the backbone's, image_size=None),
-# then the default since #12, image_size="auto": ELPV's own 300 px.
+# then the default since the core rewrite, image_size="auto": ELPV's own 300 px.
 SIZES = {"224": None, "300": "auto"}
 
 
@@ -237,7 +237,8 @@ def render_size(key, r) -> str:
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     bars = "\n".join(f"| {k} | {'met' if v else 'NOT met'} |" for k, v in r["bars"].items())
-    what = ("`image_size=None`, the backbone's size: like for like with the runs before #12"
+    what = ("`image_size=None`, the backbone's size: like for like with the runs before the "
+            "core rewrite"
             if SIZES[key] is None else
             "`image_size=\"auto\"`, the default: ELPV's own size")
     return f"""## {r['image_size']} x {r['image_size']} ({what})
