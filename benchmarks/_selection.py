@@ -101,7 +101,7 @@ def decide(name):
     if d["rule"] == "winner_then_tta":
         acc = {(p[2], p[3]): p[0] for p in within}
         best = max((p for p in within if not p[3]), key=lambda p: p[0])[2]
-        return best, acc[(best, True)] > acc[(best, False)]
+        return best, bool(acc[(best, True)] > acc[(best, False)])
     if d["tie"] == "fewer_changes":
         order = {n: k for k, n in enumerate(names)}
         best = max(within, key=lambda p: (p[0], -order[p[2]], not p[3]))
