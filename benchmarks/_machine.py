@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def describe_machine() -> dict:
@@ -76,3 +78,39 @@ def require_reference_cpu(what: str) -> None:
             f"{what}: this CPU has no native bf16 (no amx_bf16 / avx512_bf16 flag), so its "
             "fit times cannot be held against budgets fixed on CPUs that have it. Run it on "
             "such a machine, or set SKTRANSFER_BENCH_ANY_CPU=1 to run anyway.")
+
+
+def machines_section(runs, what="Rows") -> str:
+    """A page's machine section: each kind of machine (:func:`machine_kind`)
+    with the runs that ran on it (``what``: their heading; None: not listed,
+    as when the table has a machine column), and the details of the latest.
+
+    ``runs``: ``(name, machine)`` pairs. With one kind it is listed alone; a
+    page never claims one machine for runs made on several.
+    """
+    kinds = {}
+    for name, machine in runs:
+        kinds.setdefault(machine_kind(machine), []).append((name, machine))
+    parts = ["## Machines" if len(kinds) > 1 else "## Machine", ""]
+    for kind, ran in kinds.items():
+        if len(kinds) > 1:
+            parts += [f"### {kind}", ""]
+            if what:
+                parts += [f"{what}: " + ", ".join(n for n, _ in ran), ""]
+        latest = max((m for _, m in ran), key=lambda m: m.get("date", ""))
+        parts += [machine_markdown(latest), ""]
+    return "\n".join(parts)
+
+
+PROVENANCE = Path(__file__).parent / "results" / "provenance.json"
+
+
+def provenance_note(result: str) -> str:
+    """A sentence naming the commit a results file (a path under ``results/``)
+    was recorded at and what changed since, from ``results/provenance.json``;
+    empty for results of today's code."""
+    known = json.loads(PROVENANCE.read_text()) if PROVENANCE.exists() else {}
+    if result not in known:
+        return ""
+    p = known[result]
+    return f"`{result}` was recorded at commit `{p['commit']}` and {p['since']}."

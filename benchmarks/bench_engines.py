@@ -15,7 +15,7 @@ In one process, alternating, on ELPV PNG files (decoding included):
   features + StandardScaler + LogisticRegression (C by 5-fold CV inside the
   training part) on the Deitsch et al. split.
 
-Bars (issue #15): the default engine (``engine="auto"``, the rule in
+Bars: the default engine (``engine="auto"``, the rule in
 ``sktransfer/_engines.py``) >= 1.8x the torch default's throughput;
 cosine to float32 mean >= 0.995, min >= 0.98; downstream accuracy within
 0.5 points of float32.
@@ -38,7 +38,6 @@ from _machine import describe_machine, machine_markdown
 from bench_extraction import cosine, downstream_accuracy, paper_split
 
 from sktransfer import PretrainedFeatureExtractor
-from sktransfer._testing import Preprocess, check_images, to_device
 from sktransfer.datasets import load_elpv
 
 RESULTS = Path(__file__).parent / "results"
@@ -73,6 +72,9 @@ def throughput(paths, image_size) -> dict:
 
 def split_times(paths, fitted) -> dict:
     """Seconds per image: decode (one thread), resize + normalise, network."""
+    # private helpers, imported here so that rendering needs only the results
+    from sktransfer._testing import Preprocess, check_images, to_device
+
     est = next(iter(fitted.values()))
     source = check_images(paths)
     pre = Preprocess(**est.preprocess_)
@@ -130,7 +132,8 @@ def main():
     print(render(result))
 
 
-def render(r=None) -> str:
+def render(r=None, write=True) -> str:
+    """``results/engines.md`` from ``r`` (default: ``engines.json``)."""
     r = r or json.loads((RESULTS / "engines.json").read_text())
     names = list(ENGINES)
     lines = ["# Inference engines: PretrainedFeatureExtractor from ELPV PNG files", "",
@@ -161,7 +164,8 @@ def render(r=None) -> str:
     lines += ["", f"`engine=\"auto\"` on this machine: **{r['auto_engine']}** "
               f"(CPU with AMX: {r['cpu_has_amx']}).", "", machine_markdown(r["machine"]), ""]
     text = "\n".join(lines)
-    (RESULTS / "engines.md").write_text(text)
+    if write:
+        (RESULTS / "engines.md").write_text(text)
     return text
 
 

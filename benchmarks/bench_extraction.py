@@ -15,9 +15,9 @@ Deitsch et al. (2019) split (75/25, stratified by probability x cell type,
 random_state=0).
 
 (a), (b) and the fidelity run at two input sizes: 224, the backbone's
-(``image_size=None``, like for like with the runs before issue #12, kept in
+(``image_size=None``, like for like with the runs before the core rewrite, kept in
 ``extraction_before_core.{json,md}``), and 300, ELPV's own size, which the
-default ``image_size="auto"`` uses since #12. (c) runs at the default.
+default ``image_size="auto"`` uses since that rewrite. (c) runs at the default.
 
 Run: ``python benchmarks/bench_extraction.py`` (needs the ``bench`` extra).
 Writes ``benchmarks/results/extraction.{json,md}``.
@@ -49,7 +49,6 @@ from sktransfer import (
     PretrainedFeatureExtractor,  # noqa: E402
     _cache,  # noqa: E402
 )
-from sktransfer._testing import drop_head, load_backbone  # noqa: E402
 from sktransfer.datasets import load_elpv  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,6 +75,9 @@ def time_estimator(paths, **params):
 
 def time_plain_fp32(paths, size, batch_size=32):
     """What a user writes with plain PyTorch: fp32, NCHW, eval, no_grad."""
+    # private helpers, imported here so that rendering needs only the results
+    from sktransfer._testing import drop_head, load_backbone
+
     decoded = [
         torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
         for p in paths
@@ -120,7 +122,7 @@ def downstream_accuracy(F_train, y_train, F_test, y_test):
 
 
 # The like-for-like size of earlier runs (the backbone's, image_size=None),
-# then the default since #12, image_size="auto": ELPV's own 300 px.
+# then the default since the core rewrite, image_size="auto": ELPV's own 300 px.
 SIZES = {"224": None, "300": "auto"}
 
 
@@ -235,7 +237,8 @@ def render_size(key, r) -> str:
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     bars = "\n".join(f"| {k} | {'met' if v else 'NOT met'} |" for k, v in r["bars"].items())
-    what = ("`image_size=None`, the backbone's size: like for like with the runs before #12"
+    what = ("`image_size=None`, the backbone's size: like for like with the runs before the "
+            "core rewrite"
             if SIZES[key] is None else
             "`image_size=\"auto\"`, the default: ELPV's own size")
     return f"""## {r['image_size']} x {r['image_size']} ({what})

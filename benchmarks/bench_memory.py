@@ -53,6 +53,13 @@ def main():
         rows.append(row)
     payload = {"rows": rows, "machine": describe_machine()}
     (RESULTS / "memory.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(render(payload))
+
+
+def render(payload=None, write=True) -> str:
+    """``results/memory.md`` from ``payload`` (default: ``memory.json``)."""
+    payload = payload or json.loads((RESULTS / "memory.json").read_text())
+    rows = payload["rows"]
     lines = [f"| {r['n_paths']:,} | {r['batch_size']} | {r['rss_after_fit_mib']:.0f} MiB | "
              f"{r['peak_rss_mib']:.0f} MiB | {r['output_mib']:.0f} MiB | "
              f"{r['peak_beyond_output_mib']:.0f} MiB | {r['seconds']:.0f} s |" for r in rows]
@@ -76,8 +83,9 @@ flight: one decoding, one in the network), not by the number of images.
 
 {machine_markdown(payload['machine'])}
 """
-    (RESULTS / "memory.md").write_text(text)
-    print(text)
+    if write:
+        (RESULTS / "memory.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

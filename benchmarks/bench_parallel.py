@@ -48,6 +48,13 @@ def main():
             print(rows[-1], file=sys.stderr, flush=True)
     payload = {"rows": rows, "machine": describe_machine()}
     (RESULTS / "parallel.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(render(payload))
+
+
+def render(payload=None, write=True) -> str:
+    """``results/parallel.md`` from ``payload`` (default: ``parallel.json``)."""
+    payload = payload or json.loads((RESULTS / "parallel.json").read_text())
+    rows = payload["rows"]
     best = {j: min(r["seconds"] for r in rows if r["n_jobs"] == j) for j in (1, 2)}
     verdict = "not slower" if best[2] <= best[1] * 1.05 else "slower"
     lines = [f"| {r['n_jobs']} | {r['repeat'] + 1} | {r['seconds']:.1f} s | "
@@ -70,8 +77,9 @@ Best of two: n_jobs=1 {best[1]:.1f} s, n_jobs=2 {best[2]:.1f} s
 
 {machine_markdown(payload['machine'])}
 """
-    (RESULTS / "parallel.md").write_text(text)
-    print(text)
+    if write:
+        (RESULTS / "parallel.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

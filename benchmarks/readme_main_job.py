@@ -92,7 +92,8 @@ def run() -> None:
         ingest(log, clone / "sktransfer-compare", commit)
 
 
-def render() -> str:
+def render(write=True) -> str:
+    """``results/readme_main_job.md`` from ``results/readme_main_job/``."""
     from sktransfer._testing import format_table
 
     timing = json.loads((STORE / "timing.json").read_text())
@@ -129,7 +130,8 @@ Bar (`compare elpv` with defaults in <= 30 minutes on this 2-core machine): **{b
 
 {machine_markdown(timing['machine'])}
 """
-    (RESULTS / "readme_main_job.md").write_text(text)
+    if write:
+        (RESULTS / "readme_main_job.md").write_text(text)
     return text
 
 

@@ -59,19 +59,188 @@ def _benchmark(name):
         sys.path.remove(str(BENCH))
 
 
-def test_readme_headline_table_comes_from_the_results():
-    """The README's numbers are rendered from benchmarks/results, never typed."""
-    seed_claims = _benchmark("seed_claims")
-    _, rows = seed_claims.render(write=False)
+RESULTS = BENCH / "results"
+DOCS = sorted((README.parent / "docs").glob("*.md"))
+# Blocks of hand-written pages that a benchmark script renders.
+GENERATED = re.compile(r"<!-- (headline|multitask):start -->.*?<!-- \1:end -->", re.S)
+# A measurement written as a percentage with decimals ("85.4 %", "88.66%").
+PERCENTAGE = re.compile(r"(?<![\w.])(\d+)\.(\d+) ?%")
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """Every page the benchmark scripts render, from the committed results."""
+    return _benchmark("render_pages").pages()
+
+
+@pytest.mark.parametrize("page", sorted(
+    [str(p.relative_to(README.parent)) for p in RESULTS.glob("*.md")]
+    + ["README.md", "docs/user_guide.md"]))
+def test_pages_are_rendered_from_the_results(page, rendered):
+    """A results page (and the README's headline, the user guide's multi-task
+    table) is exactly what its script renders from the results files: no
+    number in it that the files do not hold, none typed by hand."""
+    kept = _benchmark("render_pages").KEPT
+    if Path(page).name in kept:
+        pytest.skip(f"{page} is kept as measured (checked against its JSON below)")
+    assert page in rendered, f"{page}: no script renders it; add it to render_pages.pages()"
+    assert rendered[page] == (README.parent / page).read_text(), (
+        f"{page} is not what its results give: run python benchmarks/render_pages.py")
+
+
+def test_readme_headline_is_rendered_and_not_empty(rendered):
     text = README.read_text()
-    assert seed_claims.readme_with_headline(text, rows) == text
-    if (BENCH / "results" / "seed_claims" / "curves.json").exists():
-        assert rows, "results exist but the README table is empty"
+    assert "<!-- headline:start -->" in text
+    if (RESULTS / "seed_claims" / "curves.json").exists():
+        assert re.search(r"headline:start -->\n\S", text), "results exist, headline empty"
 
 
-def test_user_guide_multitask_table_comes_from_the_results():
-    """The user guide's multi-task answer is rendered from benchmarks/results."""
-    multitask = _benchmark("bench_multitask")
-    guide = (README.parent / "docs" / "user_guide.md").read_text()
-    assert "<!-- multitask:start -->" in guide
-    assert multitask.guide_with_block(guide, multitask.render(write=False)) == guide
+def _numbers(obj):
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield float(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+
+
+def test_kept_results_pages_cite_only_their_results():
+    """The results pages no script renders any more: every percentage in them
+    is a value of their own JSON (as a fraction or a percentage), at the
+    precision printed."""
+    import json
+
+    for page, source in _benchmark("render_pages").KEPT.items():
+        values = list(_numbers(json.loads((RESULTS / source).read_text())))
+        for m in PERCENTAGE.finditer((RESULTS / page).read_text()):
+            printed, digits = float(f"{m[1]}.{m[2]}"), len(m[2])
+            assert any(round(v * scale, digits) == printed
+                       for v in values for scale in (1, 100)), (
+                f"{page} cites {m[0]}, which {source} does not hold")
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_hand_written_text_cites_no_measurement(page):
+    """Outside their generated blocks, the README and the docs state no
+    measured percentage: figures come from a rendered block or a results
+    page, so none can go stale or be typed by hand."""
+    prose = GENERATED.sub("", page.read_text())
+    found = [m[0] for m in PERCENTAGE.finditer(prose)]
+    assert not found, f"{page.name} types measured figures {found}: render them instead"
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_pages_read_for_users_not_the_tracker(page):
+    """No issue references and no tracker words in the README or the docs."""
+    text = page.read_text()
+    for pattern in (r"(?<![\w&])#\d+\b", r"\bbars?\b", r"row \(b\)", r"\bround \d"):
+        found = re.findall(pattern, text, flags=re.I)
+        assert not found, f"{page.name}: {found}"
+
+
+@pytest.mark.parametrize("page", sorted(RESULTS.glob("*.md")), ids=lambda p: p.name)
+def test_results_pages_name_no_issue(page):
+    """Results pages say what changed ("before the core rewrite"), not which
+    issue asked for it."""
+    found = re.findall(r"(?<![\w&])#\d+\b", page.read_text())
+    assert not found, f"{page.name}: {found}"
+
+
+def test_readme_headline_has_no_tracker_words():
+    headline = re.search(r"headline:start -->(.*?)<!--", README.read_text(), re.S)[1]
+    assert not re.search(r"\bround\b|\bbar\b|#\d", headline, flags=re.I), headline
+
+
+def test_fresh_splits_are_shown_only_when_they_exist(tmp_path, monkeypatch):
+    """With results in ``fresh_splits/``, the headline shows each configuration's
+    mean ± sd, each split and the machine; with none, no row for them."""
+    import json
+
+    fresh = _benchmark("fresh_splits")
+    seed_claims = _benchmark("seed_claims")
+    monkeypatch.setattr(fresh, "FOLDER", tmp_path / "absent")
+    assert "fresh split" not in "\n".join(seed_claims.against_published())
+    machine = {"cpu": "Some CPU", "cpu_count": 2, "native_bf16": True}
+    scores = {1: (0.880, 0.930), 2: (0.900, 0.950)}
+    for seed, (acc, auc) in scores.items():
+        (tmp_path / f"defaults_{seed}.json").write_text(json.dumps({
+            "configuration": "defaults", "split_seed": seed, "accuracy": acc,
+            "roc_auc": auc, "fit_s": 600.0 + seed * 60, "machine": machine}))
+    monkeypatch.setattr(fresh, "FOLDER", tmp_path)
+    row = next(line for line in seed_claims.against_published() if "fresh splits" in line)
+    assert "`TransferClassifier()`" in row and "split seeds 1, 2" in row
+    assert "89.00% ± 1.41%" in row and "(each: 88.0% / 90.0%)" in row
+    assert "0.940 ± 0.014" in row and "11.5 min" in row
+    assert "Some CPU, 2 CPUs, native bf16" in row
+    (tmp_path / "broken.json").write_text(json.dumps({"configuration": "defaults"}))
+    with pytest.raises(ValueError, match="broken.json: no split_seed"):
+        fresh.summary()
+
+
+def test_provenance_names_the_commit_of_each_stale_result():
+    """Each result marked as recorded with older code names the last commit
+    that changed it (skipped outside a full git checkout)."""
+    import json
+    import shutil
+    import subprocess
+
+    root = README.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("no git checkout")
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root,
+                             capture_output=True, text=True).stdout.strip()
+    if shallow != "false":
+        pytest.skip("shallow or unreadable history")
+    known = json.loads((RESULTS / "provenance.json").read_text())
+    for result, p in known.items():
+        if result == "about":
+            continue
+        last = subprocess.run(["git", "log", "-1", "--format=%h", "--abbrev=7", "--",
+                               f"benchmarks/results/{result}"], cwd=root,
+                              capture_output=True, text=True).stdout.strip()
+        assert last == p["commit"], f"{result} last changed in {last}, not {p['commit']}"
+
+
+def test_results_files_belong_to_a_known_run():
+    """Every selection and test-split result is a candidate or a test run of
+    transfer_candidates.json, and every candidate has one name."""
+    selection = _benchmark("_selection")
+    bench_transfer = _benchmark("bench_transfer")
+    names = [c["name"] for c in selection.DATA["candidates"]]
+    assert len(names) == len(set(names))
+    for path in (RESULTS / "transfer_selection").glob("*.json"):
+        assert path.stem in names, f"{path.name}: not a candidate of transfer_candidates.json"
+    runs = {f for run in bench_transfer.test_runs().values() for f in bench_transfer.run_files(run)}
+    for path in (RESULTS / "transfer").glob("*.json"):
+        assert path.stem in runs, f"{path.name}: not a test run of transfer_candidates.json"
+    rounds = {r["round"] for r in selection.DATA["rounds"]}
+    assert {c["round"] for c in selection.DATA["candidates"]} <= rounds
+
+
+def test_benchmark_scripts_import_each_other_without_cycles():
+    """The benchmark scripts form a hierarchy: no two import each other,
+    directly or through others."""
+    import ast
+
+    local = {p.stem for p in BENCH.glob("*.py")}
+    graph = {}
+    for path in BENCH.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        graph[path.stem] = imported & local - {path.stem}
+
+    def visit(name, stack):
+        assert name not in stack, "import cycle: " + " -> ".join([*stack, name])
+        for other in graph[name]:
+            visit(other, [*stack, name])
+
+    for name in graph:
+        visit(name, [])
