@@ -173,7 +173,8 @@ class _TransferBase(BackboneEstimator):
         check_input_columns(self, X, reset=not continuing)
         source = check_images(X)
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but y is None.")
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
+                             "y is None.")
         try:
             y = np.asarray(y)
         except ValueError:  # numpy refuses rows of different lengths
