@@ -45,6 +45,8 @@ def pages() -> dict:
     import bench_onnx
     import bench_parallel
     import bench_transfer
+    import bench_trunk
+    import profile_fit
     import readme_main_job
     import seed_claims
     import select_transfer_defaults
@@ -63,6 +65,9 @@ def pages() -> dict:
         "benchmarks/results/before_after.md": bench_before_after.render(
             _json("before_after.json")),
         "benchmarks/results/memory.md": bench_memory.render(write=False),
+        "benchmarks/results/trunk_before_after.md": bench_trunk.render(
+            _json("trunk_before_after.json")),
+        "benchmarks/results/profile_fit.md": profile_fit.render(_json("profile_fit.json")),
         "benchmarks/results/parallel.md": bench_parallel.render(write=False),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
         "README.md": seed_claims.readme_with_headline((ROOT / "README.md").read_text(),
