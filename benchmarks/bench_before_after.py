@@ -21,17 +21,14 @@ Writes ``benchmarks/results/before_after.{json,md}``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
+from _side_by_side import ROOT, alternate  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BASE = "18d176e"  # main before the core rewrite
 
@@ -57,27 +54,8 @@ print(json.dumps({"extract_images_per_s": max(rates),
 """
 
 
-def measure(src: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", MEASURE], cwd=src, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(src)}, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main(base: str = BASE, rounds: int = 2) -> None:
-    runs = {"before": [], "after": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), base], cwd=ROOT,
-                       check=True, capture_output=True)
-        try:
-            for k in range(rounds):
-                for name, src in (("before", old), ("after", ROOT)):
-                    runs[name].append(measure(src))
-                    print(f"round {k + 1} {name}: {runs[name][-1]}", file=sys.stderr,
-                          flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                           check=False, capture_output=True)
+    runs = alternate(base, rounds, MEASURE)
     out = {"base": base, "rounds": rounds, "runs": runs, "machine": describe_machine()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "before_after.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -24,19 +24,17 @@ Writes ``benchmarks/results/trunk_before_after.{json,md}``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
+from _side_by_side import ROOT, alternate  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BASE = "605c7c1"  # main before the frozen trunk became one object
 EPOCHS = 3
@@ -69,27 +67,8 @@ print(json.dumps({"extract_images_per_s": max(rates), "engine": est.engine_,
 """.replace("EPOCHS", str(EPOCHS))
 
 
-def measure(src: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", MEASURE], cwd=src, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(src)}, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main(base: str = BASE, rounds: int = 2) -> None:
-    runs = {"before": [], "after": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "before"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), base], cwd=ROOT,
-                       check=True, capture_output=True)
-        try:
-            for k in range(rounds):
-                for name, src in (("before", old), ("after", ROOT)):
-                    runs[name].append(measure(src))
-                    shown = {key: v for key, v in runs[name][-1].items() if key != "proba"}
-                    print(f"round {k + 1} {name}: {shown}", file=sys.stderr, flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                           check=False, capture_output=True)
+    runs = alternate(base, rounds, MEASURE, hide=("proba",))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     out = {"base": base, "after_commit": commit, "rounds": rounds, "epochs": EPOCHS,
