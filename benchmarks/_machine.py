@@ -59,7 +59,8 @@ def machine_kind(machine: dict) -> str:
     """What makes fit times comparable between two results: the CPU and its
     bf16 support (without it, training runs in float32, ~2-3x slower here)."""
     bf16 = "native bf16" if machine.get("native_bf16") else "no native bf16"
-    return f"{machine['cpu']}, {machine['cpu_count']} CPUs, {bf16}"
+    gpu = f", GPU {machine['cuda']}" if machine.get("cuda") else ""
+    return f"{machine['cpu']}, {machine['cpu_count']} CPUs, {bf16}{gpu}"
 
 
 def require_reference_cpu(what: str) -> None:

@@ -97,12 +97,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The autocast dtype of training steps.
 
-    ``"auto"``: bf16 on CUDA where supported; float32 on the CPU, where a bf16
-    training step of EfficientNet-Lite0's top stages measured no faster than
-    float32 (AMX speeds up inference, not the backward pass here).
+    ``"auto"``: on CUDA, bf16 where the GPU supports it, else float16 (with
+    loss scaling, :class:`~sktransfer._training.net.TransferNet`); float32
+    on the CPU, where a bf16 training step of EfficientNet-Lite0's top stages
+    measured no faster than float32 (AMX speeds up inference, not the
+    backward pass here).
     """
     if precision == "auto" and device.type == "cpu":
         return torch.float32
+    if precision == "auto" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
     return resolve_precision(precision, device)
 
 

@@ -40,7 +40,13 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch on ``device``, channels-last (faster convolutions on CPU and GPU)."""
+    """A batch on ``device``, channels-last (faster convolutions on CPU and GPU).
+
+    To a GPU from page-locked memory, so the copy runs while the CPU
+    prepares the next batch.
+    """
+    if device.type == "cuda" and not batch.is_pinned():
+        batch = batch.pin_memory()
     return batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 

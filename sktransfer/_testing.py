@@ -104,6 +104,8 @@ FOR_BENCHMARKS = {
     "cpu_has_amx": ("._device", "cpu_has_amx"),
     "cpu_has_native_bf16": ("._device", "cpu_has_native_bf16"),
     "resolve_engine": ("._engines", "resolve"),
+    "training_dtype": ("._device", "training_dtype"),
+    "dtype_name": ("._device", "dtype_name"),
     "clear_process_caches": ("._process_cache", "clear"),
     # a plain loop beside the estimators: the same decoding and weights
     "check_images": ("._images", "check_images"),

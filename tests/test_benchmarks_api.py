@@ -6,6 +6,8 @@ Anything else inside sktransfer is free to change without breaking them.
 import ast
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -33,3 +35,20 @@ def test_every_name_for_benchmarks_resolves():
 
     for name in _testing.FOR_BENCHMARKS:
         assert getattr(_testing, name) is not None, name
+
+
+def test_gpu_check_runs_without_cuda_and_skips_each_check_with_its_reason(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: benchmarks/gpu_check.py runs for real there")
+    script = Path(__file__).parent.parent / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--write", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "gpu_check.md").read_text()
+    for check in ("tests", "fit", "extraction", "onnx"):
+        assert f"## {check}\n\nSkipped: CUDA is not available on this machine" in page

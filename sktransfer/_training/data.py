@@ -86,7 +86,7 @@ class TrainingData(torch.utils.data.Dataset):
         if cache:
             if augment is not None:
                 raise ValueError("random augmentation cannot be cached")
-            self.cached = self._frozen_outputs(verbose)
+            self.cached = _on_device(self._frozen_outputs(verbose), device)
 
     def __len__(self):
         return len(self.indices)
@@ -122,7 +122,8 @@ class TrainingData(torch.utils.data.Dataset):
         if self.cached is not None:
             for s in range(0, len(order), batch_size):
                 pos = torch.as_tensor(order[s:s + batch_size])
-                x = self.cached[torch.as_tensor(views[s:s + batch_size]), pos]
+                at = self.cached.device
+                x = self.cached[torch.as_tensor(views[s:s + batch_size]).to(at), pos.to(at)]
                 yield as_top_input(x), (self.targets[pos], self.weights[pos])
             return
         # Decoded in this order, one batch ahead, in n_jobs threads.
@@ -145,6 +146,16 @@ class TrainingData(torch.utils.data.Dataset):
             batch[mask] = _inference.apply_view(batch[mask], self.views[v])
         return batch
 
+
+def _on_device(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The stored frozen outputs on a GPU when they take at most a quarter of
+    its free memory (each batch is then gathered there, with no copy), else
+    where they are."""
+    if device.type != "cuda":
+        return cached
+    free, _ = torch.cuda.mem_get_info(device)
+    nbytes = cached.numel() * cached.element_size()
+    return cached.to(device) if nbytes <= free // 4 else cached
 
 
 class EpochBatches:

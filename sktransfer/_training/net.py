@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from skorch import NeuralNet
+from skorch.dataset import unpack_data
 
 from .. import _device
 
@@ -29,7 +30,10 @@ class TransferNet(NeuralNet):
     Parameters
     ----------
     autocast_dtype : torch.dtype, default=torch.float32
-        Autocast dtype of the training forward passes.
+        Autocast dtype of the training forward passes. Under float16 (CUDA
+        without bf16) the loss is scaled by a :class:`torch.amp.GradScaler`,
+        gradients are unscaled before clipping, and a step whose gradients
+        overflowed is skipped.
     **kwargs
         As :class:`skorch.NeuralNet`.
     """
@@ -37,6 +41,35 @@ class TransferNet(NeuralNet):
     def __init__(self, *args, autocast_dtype=torch.float32, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
+
+    def initialize(self):
+        super().initialize()
+        # fp16's narrow range needs loss scaling; bf16 and float32 do not.
+        self.grad_scaler_ = (torch.amp.GradScaler(torch.device(self.device).type)
+                             if self.autocast_dtype == torch.float16 else None)
+        return self
+
+    def train_step_single(self, batch, **fit_params):
+        if self.grad_scaler_ is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        self.grad_scaler_.scale(loss).backward()
+        # Gradient clipping (on_grad_computed) must see the true gradients.
+        for name in self._optimizers:
+            self.grad_scaler_.unscale_(getattr(self, name + "_"))
+        return {"loss": loss, "y_pred": y_pred}
+
+    def _step_optimizer(self, step_fn):
+        if self.grad_scaler_ is None:
+            return super()._step_optimizer(step_fn)
+        # GradScaler takes no closure: compute the gradients, then step.
+        step_fn()
+        for name in self._optimizers:
+            self.grad_scaler_.step(getattr(self, name + "_"))
+        self.grad_scaler_.update()
 
     def get_all_learnable_params(self):
         # Every parameter, frozen or not: gradual unfreezing turns
