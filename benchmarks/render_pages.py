@@ -46,6 +46,8 @@ def pages() -> dict:
     import bench_parallel
     import bench_transfer
     import bench_trunk
+    import fresh_splits
+    import gpu_check
     import profile_fit
     import readme_main_job
     import seed_claims
@@ -69,6 +71,8 @@ def pages() -> dict:
             _json("trunk_before_after.json")),
         "benchmarks/results/profile_fit.md": profile_fit.render(_json("profile_fit.json")),
         "benchmarks/results/parallel.md": bench_parallel.render(write=False),
+        "benchmarks/results/fresh_splits.md": fresh_splits.render(),
+        "benchmarks/results/gpu_check.md": gpu_check.render(_json("gpu_check.json")),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
         "README.md": seed_claims.readme_with_headline((ROOT / "README.md").read_text(),
                                                       headline),
