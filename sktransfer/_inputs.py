@@ -64,12 +64,13 @@ class Preprocess:
         return self.normalize(self.resize(images))
 
 
-def iter_batches(source: ImageSource, indices, batch_size: int,
+def iter_batches(source: ImageSource, indices, batch_size,
                  preprocess: Preprocess, n_jobs: int | None = None, skipped=None,
                  normalize: bool = True):
     """Yield ``(positions, batch)`` for ``indices`` of ``source``.
 
-    ``positions`` are offsets into ``indices`` of the images in ``batch``, a
+    ``batch_size``: an int, or the size of each batch in turn (summing to
+    ``len(indices)``). ``positions`` are offsets into ``indices`` of the images in ``batch``, a
     ``(n, 3, size, size)`` float tensor, normalised, or in [0, 1] when
     ``normalize`` is False.
     Images are decoded in a thread pool of ``n_jobs`` workers (decoders
@@ -83,8 +84,12 @@ def iter_batches(source: ImageSource, indices, batch_size: int,
     appended to it instead.
     """
     indices = list(indices)
-    chunks = [range(s, min(s + batch_size, len(indices)))
-              for s in range(0, len(indices), batch_size)]
+    if isinstance(batch_size, (int, np.integer)):
+        chunks = [range(s, min(s + batch_size, len(indices)))
+                  for s in range(0, len(indices), batch_size)]
+    else:  # the size of each batch, in order
+        ends = np.cumsum(batch_size)
+        chunks = [range(e - k, e) for k, e in zip(batch_size, ends)]
     workers = _n_workers(n_jobs)
     problems = []
     draft = preprocess.size

@@ -285,3 +285,17 @@ def test_image_size_auto_in_fit(data):
     clf = TransferClassifier(**{**FAST, "image_size": "auto"}).fit(X, y)
     assert clf.image_size_ == clf.preprocess_["size"] == base
     assert clf.predict_proba(X).shape == (len(X), 2)
+
+
+@pytest.mark.parametrize("augment", ["flips", True])
+def test_a_last_batch_of_one_image_joins_the_one_before(augment):
+    # image_size=32: the last stage's map is 1x1, where BatchNorm in training
+    # mode cannot normalise a batch of one image
+    X, y = make_images(n=17)
+    clf = TransferClassifier(**FAST, augment=augment).fit(X, y)
+    assert clf.n_epochs_ == 3
+    from sktransfer._training.data import batch_bounds
+
+    assert batch_bounds(17, 8) == [(0, 8), (8, 17)]
+    assert batch_bounds(16, 8) == [(0, 8), (8, 16)]
+    assert batch_bounds(1, 8) == [(0, 1)]

@@ -120,14 +120,17 @@ class TrainingData(torch.utils.data.Dataset):
         each seen as view ``views[k]`` (an index into ``self.views``)."""
         batch_size = batch_size or self.batch_size
         if self.cached is not None:
-            for s in range(0, len(order), batch_size):
-                pos = torch.as_tensor(order[s:s + batch_size])
+            for s, e in batch_bounds(len(order), batch_size):
+                pos = torch.as_tensor(order[s:e])
                 at = self.cached.device
-                x = self.cached[torch.as_tensor(views[s:s + batch_size]).to(at), pos.to(at)]
+                x = self.cached[torch.as_tensor(views[s:e]).to(at), pos.to(at)]
                 yield as_top_input(x), (self.targets[pos], self.weights[pos])
             return
-        # Decoded in this order, one batch ahead, in n_jobs threads.
-        for pos, batch in iter_batches(self.source, self.indices[order], batch_size,
+        # Decoded in this order, one batch ahead, in n_jobs threads; a last
+        # batch of one image is decoded with the one before (batch_bounds).
+        bounds = batch_bounds(len(order), batch_size)
+        sizes = [e - s for s, e in bounds]
+        for pos, batch in iter_batches(self.source, self.indices[order], sizes,
                                        self.preprocess, self.n_jobs, normalize=False):
             chunk = order[pos]
             batch = self._view(batch, views[pos])
@@ -145,6 +148,20 @@ class TrainingData(torch.utils.data.Dataset):
             mask = torch.as_tensor(views == v)
             batch[mask] = _inference.apply_view(batch[mask], self.views[v])
         return batch
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each training batch of ``n`` images: ``batch_size``
+    each, except that a last batch of a single image joins the one before.
+
+    BatchNorm in training mode cannot normalise one image whose map is 1x1
+    (a small ``image_size`` at the last stage); one image in a batch of its
+    own would also get a whole step's pull.
+    """
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(s, ends) for s, ends in zip(starts, starts[1:] + [n])]
 
 
 def _on_device(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -174,7 +191,7 @@ class EpochBatches:
         self.generator = generator
 
     def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
+        return len(batch_bounds(len(self.dataset), self.batch_size))
 
     def __iter__(self):
         n = len(self.dataset)
