@@ -39,11 +39,13 @@ def pages() -> dict:
     import bench_before_after
     import bench_dask
     import bench_engines
+    import bench_epoch
     import bench_extraction
     import bench_memory
     import bench_multitask
     import bench_onnx
     import bench_parallel
+    import bench_reproducibility
     import bench_transfer
     import bench_trunk
     import fresh_splits
@@ -72,6 +74,9 @@ def pages() -> dict:
         "benchmarks/results/profile_fit.md": profile_fit.render(_json("profile_fit.json")),
         "benchmarks/results/parallel.md": bench_parallel.render(write=False),
         "benchmarks/results/fresh_splits.md": fresh_splits.render(),
+        "benchmarks/results/epoch.md": bench_epoch.render(_json("epoch.json")),
+        "benchmarks/results/reproducibility.md": bench_reproducibility.render(
+            _json("reproducibility.json")),
         "benchmarks/results/gpu_check.md": gpu_check.render(_json("gpu_check.json")),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
         "README.md": seed_claims.readme_with_headline((ROOT / "README.md").read_text(),

@@ -722,6 +722,14 @@ def against_published() -> list:
     acc, auc = PAPER[vgg]
     rows.append(f"| {vgg}, as published | Deitsch et al.'s split | {acc:.2%} | {auc:.3f} "
                 "| | | |")
+    fresh = fresh_splits.summary()
+    fresh_text = (
+        " The rows on fresh test splits are the figure to trust: the same protocol with "
+        "split seeds no choice has seen, the configurations frozen before they were drawn "
+        "([fresh_splits.md](benchmarks/results/fresh_splits.md)). A row's machine matters: "
+        "the same configuration and seed trains a different model on another kind of CPU or "
+        "on a GPU ([reproducibility.md](benchmarks/results/reproducibility.md))."
+        if fresh else "")
     return [
         "**Against the published result.** Deitsch et al.'s (2019) split of ELPV: "
         "1,968 training and 656 test images "
@@ -730,7 +738,7 @@ def against_published() -> list:
         "the previous choice had been scored on the same test images, so figures on that "
         "split are optimistic; the last column counts the fits of a fine-tuned network "
         "scored on those test images (from the results files, by date), and each "
-        "configuration's seeds count once among the configurations.", "",
+        "configuration's seeds count once among the configurations." + fresh_text, "",
         *rows, ""]
 
 
