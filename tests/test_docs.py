@@ -179,6 +179,10 @@ def test_fresh_splits_are_shown_only_when_they_exist(tmp_path, monkeypatch):
     (tmp_path / "broken.json").write_text(json.dumps({"configuration": "defaults"}))
     with pytest.raises(ValueError, match="broken.json: no split_seed"):
         fresh.summary()
+    page = fresh.render(tmp_path / "absent")
+    assert "No results yet." in page
+    with pytest.raises(SystemExit, match="paper split"):
+        fresh.split(0)
 
 
 def test_provenance_names_the_commit_of_each_stale_result():

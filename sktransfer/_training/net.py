@@ -45,7 +45,7 @@ class TransferNet(NeuralNet):
     def initialize(self):
         super().initialize()
         # fp16's narrow range needs loss scaling; bf16 and float32 do not.
-        self.grad_scaler_ = (torch.amp.GradScaler(torch.device(self.device).type)
+        self.grad_scaler_ = (_grad_scaler(torch.device(self.device).type)
                              if self.autocast_dtype == torch.float16 else None)
         return self
 
@@ -107,3 +107,10 @@ class TransferNet(NeuralNet):
         if training and not torch.isfinite(loss):
             raise NonFiniteLoss(len(self.history))
         return loss
+
+
+def _grad_scaler(device_type: str):
+    """A loss scaler for float16 training on ``device_type``."""
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler(device_type)
+    return torch.cuda.amp.GradScaler(enabled=device_type == "cuda")
