@@ -41,6 +41,7 @@ def pages() -> dict:
     import bench_engines
     import bench_epoch
     import bench_extraction
+    import bench_fit_speed
     import bench_memory
     import bench_multitask
     import bench_onnx
@@ -75,6 +76,7 @@ def pages() -> dict:
         "benchmarks/results/parallel.md": bench_parallel.render(write=False),
         "benchmarks/results/fresh_splits.md": fresh_splits.render(),
         "benchmarks/results/epoch.md": bench_epoch.render(_json("epoch.json")),
+        "benchmarks/results/fit_speed.md": bench_fit_speed.render(_json("fit_speed.json")),
         "benchmarks/results/reproducibility.md": bench_reproducibility.render(
             _json("reproducibility.json")),
         "benchmarks/results/gpu_check.md": gpu_check.render(_json("gpu_check.json")),
