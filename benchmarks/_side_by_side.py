@@ -17,6 +17,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The start of a measuring script: imports, the ELPV files (``paths``,
+#: ``probability``, ``cell_type``), and the extraction throughput of
+#: ``PretrainedFeatureExtractor(image_size=None)`` (224 px, ``engine="auto"``)
+#: on the first 512 of them (``X``), best of 2 passes after a warm-up
+#: (``rates``). Public API only: it runs on an older commit as well.
+EXTRACTION = r"""
+import json, sys, time
+import numpy as np
+from sktransfer import PretrainedFeatureExtractor, TransferClassifier
+from sktransfer.datasets import load_elpv
+paths, probability, cell_type = load_elpv()
+X = list(paths[:512])
+est = PretrainedFeatureExtractor(image_size=None).fit(X[:2])
+est.transform(X[:32])
+rates = []
+for _ in range(2):
+    t = time.perf_counter()
+    est.transform(X)
+    rates.append(len(X) / (time.perf_counter() - t))
+"""
+
 
 def measure(src: Path, script: str) -> dict:
     """The JSON that ``script`` prints last, run with the sktransfer of ``src``."""
@@ -44,3 +65,25 @@ def alternate(base: str, rounds: int, script: str, hide=()) -> dict:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                            check=False, capture_output=True)
     return runs
+
+
+def head_commit() -> str:
+    """Today's checkout's short commit."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def median(runs, key):
+    """The median of ``key`` over ``runs``."""
+    import statistics
+
+    return statistics.median(r[key] for r in runs)
+
+
+def record(name: str, out: dict, render) -> None:
+    """Write ``results/<name>.json`` and its page ``render(out)``, and print the page."""
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (results / f"{name}.md").write_text(render(out))
+    print(render(out))

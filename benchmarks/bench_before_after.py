@@ -20,31 +20,18 @@ Writes ``benchmarks/results/before_after.{json,md}``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
-from _side_by_side import ROOT, alternate  # noqa: E402
+from _side_by_side import EXTRACTION, alternate, record  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 BASE = "18d176e"  # main before the core rewrite
 
-MEASURE = r"""
-import json, sys, time
-from sktransfer import PretrainedFeatureExtractor, TransferClassifier
-from sktransfer.datasets import load_elpv
-paths, probability, _ = load_elpv()
-X, y = list(paths[:512]), (probability[:512] > 0.5).astype(int)
-est = PretrainedFeatureExtractor(image_size=None).fit(X[:2])
-est.transform(X[:32])
-rates = []
-for _ in range(2):
-    t = time.perf_counter()
-    est.transform(X)
-    rates.append(len(X) / (time.perf_counter() - t))
+MEASURE = EXTRACTION + r"""
+y = (probability[:512] > 0.5).astype(int)
 clf = TransferClassifier(augment=False, max_epochs=3, random_state=0)
 t = time.perf_counter()
 clf.fit(X, y)
@@ -56,11 +43,8 @@ print(json.dumps({"extract_images_per_s": max(rates),
 
 def main(base: str = BASE, rounds: int = 2) -> None:
     runs = alternate(base, rounds, MEASURE)
-    out = {"base": base, "rounds": rounds, "runs": runs, "machine": describe_machine()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "before_after.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "before_after.md").write_text(render(out))
-    print(render(out))
+    record("before_after", {"base": base, "rounds": rounds, "runs": runs,
+                            "machine": describe_machine()}, render)
 
 
 def _summary(runs):

@@ -19,33 +19,19 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
-from _side_by_side import ROOT, alternate  # noqa: E402
+from _side_by_side import EXTRACTION, ROOT, alternate, head_commit, median, record  # noqa: E402,E501
 
 RESULTS = ROOT / "benchmarks" / "results"
 BASE = "605c7c1"  # main before the frozen trunk became one object and the GPU path
 
-MEASURE = r"""
-import json, sys, time
-import numpy as np
+MEASURE = EXTRACTION + r"""
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
-from sktransfer import PretrainedFeatureExtractor, TransferClassifier
-from sktransfer.datasets import load_elpv
-paths, probability, cell_type = load_elpv()
-X = list(paths[:512])
-est = PretrainedFeatureExtractor(image_size=None).fit(X[:2])
-est.transform(X[:32])
-rates = []
-for _ in range(2):
-    t = time.perf_counter()
-    est.transform(X)
-    rates.append(len(X) / (time.perf_counter() - t))
 y = (probability > 0.5).astype(int)
 strata = np.char.add(probability.astype(str), cell_type)
 train, test = train_test_split(np.arange(len(paths)), test_size=0.25, stratify=strata,
@@ -65,46 +51,22 @@ print(json.dumps({"extract_images_per_s": max(rates), "engine": clf.engine_,
 """
 
 
-EXTRACT = r"""
-import json, time
-from sktransfer import PretrainedFeatureExtractor
-from sktransfer.datasets import load_elpv
-X = list(load_elpv()[0][:512])
-est = PretrainedFeatureExtractor(image_size=None).fit(X[:2])
-est.transform(X[:32])
-rates = []
-for _ in range(2):
-    t = time.perf_counter()
-    est.transform(X)
-    rates.append(len(X) / (time.perf_counter() - t))
+EXTRACT = EXTRACTION + r"""
 print(json.dumps({"extract_images_per_s": max(rates), "engine": est.engine_}))
 """
 
 
 def extraction(base: str = BASE, rounds: int = 3) -> None:
     """More rounds of extraction alone, added to ``fit_speed.json``."""
-    path = RESULTS / "fit_speed.json"
-    out = json.loads(path.read_text())
+    out = json.loads((RESULTS / "fit_speed.json").read_text())
     out["extraction_rounds"] = alternate(base, rounds, EXTRACT)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "fit_speed.md").write_text(render(out))
-    print(render(out))
+    record("fit_speed", out, render)
 
 
 def main(base: str = BASE, rounds: int = 1) -> None:
     runs = alternate(base, rounds, MEASURE, hide=("epoch_s",))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    out = {"base": base, "after_commit": commit, "rounds": rounds, "runs": runs,
-           "machine": describe_machine()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fit_speed.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "fit_speed.md").write_text(render(out))
-    print(render(out))
-
-
-def _median(runs, key):
-    return statistics.median(r[key] for r in runs)
+    record("fit_speed", {"base": base, "after_commit": head_commit(), "rounds": rounds,
+                         "runs": runs, "machine": describe_machine()}, render)
 
 
 def render(r) -> str:
@@ -121,7 +83,7 @@ def render(r) -> str:
             b = statistics.median(statistics.mean(x["epoch_s"]) for x in before)
             a = statistics.median(statistics.mean(x["epoch_s"]) for x in after)
         else:
-            b, a = _median(before, key), _median(after, key)
+            b, a = median(before, key), median(after, key)
         rows.append(f"| {label} | {fmt.format(b)} | {fmt.format(a)} | {a / b:.2f} |")
     extra = r.get("extraction_rounds")
     if extra:

@@ -23,9 +23,6 @@ Writes ``benchmarks/results/trunk_before_after.{json,md}``.
 
 from __future__ import annotations
 
-import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,26 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe_machine, machine_markdown  # noqa: E402
-from _side_by_side import ROOT, alternate  # noqa: E402
+from _side_by_side import EXTRACTION, alternate, head_commit, median, record  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 BASE = "605c7c1"  # main before the frozen trunk became one object
 EPOCHS = 3
 
-MEASURE = r"""
-import json, sys, time
-import numpy as np
-from sktransfer import PretrainedFeatureExtractor, TransferClassifier
-from sktransfer.datasets import load_elpv
-paths, probability, _ = load_elpv()
-X, y = list(paths[:512]), (probability[:512] > 0.5).astype(int)
-est = PretrainedFeatureExtractor(image_size=None).fit(X[:2])
-est.transform(X[:32])
-rates = []
-for _ in range(2):
-    t = time.perf_counter()
-    est.transform(X)
-    rates.append(len(X) / (time.perf_counter() - t))
+MEASURE = EXTRACTION + r"""
+y = (probability[:512] > 0.5).astype(int)
 clf = TransferClassifier(random_state=0, max_epochs=EPOCHS)
 t = time.perf_counter()
 clf.fit(X[:256], y[:256])
@@ -69,18 +53,9 @@ print(json.dumps({"extract_images_per_s": max(rates), "engine": est.engine_,
 
 def main(base: str = BASE, rounds: int = 2) -> None:
     runs = alternate(base, rounds, MEASURE, hide=("proba",))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    out = {"base": base, "after_commit": commit, "rounds": rounds, "epochs": EPOCHS,
-           "runs": runs, "machine": describe_machine()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "trunk_before_after.json").write_text(json.dumps(out, indent=2) + "\n")
-    (RESULTS / "trunk_before_after.md").write_text(render(out))
-    print(render(out))
-
-
-def _median(runs, key):
-    return statistics.median(r[key] for r in runs)
+    record("trunk_before_after", {
+        "base": base, "after_commit": head_commit(), "rounds": rounds, "epochs": EPOCHS,
+        "runs": runs, "machine": describe_machine()}, render)
 
 
 def render(r) -> str:
@@ -92,7 +67,7 @@ def render(r) -> str:
                              "fit_s", "{:.1f}"),
                             ("predict_proba, 256 images, seconds", "predict_s", "{:.1f}"),
                             ("test accuracy on the 256 others", "accuracy", "{:.4f}")]:
-        b, a = _median(before, key), _median(after, key)
+        b, a = median(before, key), median(after, key)
         rows.append(f"| {label} | {fmt.format(b)} | {fmt.format(a)} | {a / b:.2f} |")
     proba = [np.asarray(run["proba"]) for run in before + after]
     diff = max(float(np.abs(p - proba[0]).max()) for p in proba)
