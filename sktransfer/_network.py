@@ -248,13 +248,17 @@ class TopNetwork(nn.Module):
     """What a training step updates: the network from its first unfrozen unit on.
 
     Its input is the output of the frozen units, which the training data
-    pipeline computes (once per fit, or per batch).
+    pipeline computes (once per fit, or per batch). ``start=0``: the whole
+    network, whatever is frozen (a fit with gradual unfreezing may end
+    before every stage is unfrozen, and then nothing stays fixed to store).
     """
 
-    def __init__(self, network: BackboneNetwork):
+    def __init__(self, network: BackboneNetwork, start: int | None = None):
         super().__init__()
         self.network = network
+        self.start = start
 
     def forward(self, x):
         net = self.network
-        return net.head(net.forward_units(x, net.n_frozen).flatten(1))
+        start = net.n_frozen if self.start is None else self.start
+        return net.head(net.forward_units(x, start).flatten(1))

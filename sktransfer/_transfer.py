@@ -280,14 +280,15 @@ class _TransferBase(BackboneEstimator):
         n = len(source)
         model, trunk = self.model_, self.trunk_
         views = FLIPS if self._use_tta() else ("identity",)
-        top = TopNetwork(model)
+        # Without a trunk, the images go through the whole network.
+        top = TopNetwork(model, start=0 if trunk is None else None)
         out = np.empty((n, self._n_outputs), dtype=np.float32)
 
         def run_top(x):
             with _device.autocast(self.device_, self._top_dtype):
                 return top(x).float()
 
-        if trunk is None:  # nothing frozen: the whole network is the top
+        if trunk is None:
             for pos, outputs in self._run(source, range(n), views=views,
                                           fn=lambda x, _: run_top(x)):
                 out[pos] = torch.stack(outputs).mean(0).cpu().numpy()

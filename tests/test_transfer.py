@@ -299,3 +299,13 @@ def test_a_last_batch_of_one_image_joins_the_one_before(augment):
     assert batch_bounds(17, 8) == [(0, 8), (8, 17)]
     assert batch_bounds(16, 8) == [(0, 8), (8, 16)]
     assert batch_bounds(1, 8) == [(0, 1)]
+
+
+def test_gradual_fit_that_ends_before_its_schedule_predicts(data):
+    """A gradual fit stopped with stages still frozen predicts through the whole network."""
+    X, y = data
+    clf = TransferClassifier(**dict(FAST, max_epochs=2), trainable_stages="gradual").fit(X, y)
+    assert clf.trunk_ is None and clf.model_.n_frozen > 0
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2) and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
