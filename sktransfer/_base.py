@@ -57,7 +57,7 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         (``image_size``), and seeds every random initialisation with ``seed``
         without touching the global generators.
         """
-        self.device_ = _device.resolve_device(self.device)
+        self.device_ = self._resolve_device()
         self.precision_ = _device.dtype_name(
             _device.resolve_precision(self.precision, self.device_))
         backbone = load_backbone(self.backbone, self.weights, seed=seed)
@@ -81,6 +81,9 @@ class BackboneEstimator(TorchModelPickleMixin, BaseEstimator):
         }
         self.weights_id_ = backbone.weights_id
         return network.to(self.device_, memory_format=torch.channels_last)
+
+    def _resolve_device(self) -> torch.device:
+        return _device.resolve_device(self.device)
 
     def _input_size(self, source: ImageSource, backbone_size: int) -> int:
         """The network's input side: ``image_size``; ``None``: the backbone's;

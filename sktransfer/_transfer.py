@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context, is_classifier
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
@@ -22,6 +22,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from . import _device, _tasks
 from ._base import BackboneEstimator
 from ._device import worker_threads
+from ._distributed import PickledAccelerator, check_accelerator, object_digest
 from ._images import ArrayLike, ImageInput, check_images
 from ._inference import FLIPS
 from ._inputs import Preprocess
@@ -53,6 +54,7 @@ class _TransferBase(BackboneEstimator):
         "task_weights": ["array-like", None],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
+        "accelerator": [HasMethods(["prepare", "wait_for_everyone"]), PickledAccelerator, None],
     }
 
     def __init__(
@@ -81,6 +83,7 @@ class _TransferBase(BackboneEstimator):
         task_weights=None,
         warm_start=False,
         checkpoint_dir=None,
+        accelerator=None,
         verbose=0,
         random_state=None,
     ):
@@ -107,6 +110,7 @@ class _TransferBase(BackboneEstimator):
         self.task_weights = task_weights
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir
+        self.accelerator = accelerator
         self.verbose = verbose
         self.random_state = random_state
 
@@ -166,6 +170,21 @@ class _TransferBase(BackboneEstimator):
         self : object
             The fitted estimator.
         """
+        # One process group trains one model at a time.
+        with check_accelerator(self.accelerator, type(self).__name__) as processes:
+            try:
+                return self._fit(X, y, sample_weight, processes)
+            except RuntimeError as exc:
+                if not processes.distributed:
+                    raise
+                raise RuntimeError(
+                    f"{type(self).__name__}: the fit stopped in the process of rank "
+                    f"{processes.rank} (of {processes.world}): {exc}\nIf another process of "
+                    "the fit died, the launcher's summary names its rank (torchrun: 'Root "
+                    "Cause'). With checkpoint_dir, launching the same script again resumes "
+                    "after the last finished epoch.") from exc
+
+    def _fit(self, X, y, sample_weight, processes):
         from . import _training
         from ._training.checkpoint import CheckpointDir, fingerprint
 
@@ -199,18 +218,28 @@ class _TransferBase(BackboneEstimator):
         used = np.flatnonzero(weights > 0)
         if not len(used):
             raise ValueError("No image has both a positive sample weight and a label.")
-        seed = draw_seed(self.random_state)
+        processes.check_same("data", object_digest(len(source), targets, weights))
+        # Every process draws what the main process draws (split, head, order).
+        seed = processes.main_decides(lambda: draw_seed(self.random_state))
         checkpoint, resume = None, False
         if self.checkpoint_dir is not None and not continuing:
             params = {k: v for k, v in self.get_params(deep=False).items()
                       if k not in ("verbose", "n_jobs", "memory", "checkpoint_dir",
-                                   "warm_start")}
+                                   "warm_start", "accelerator")}
             digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
                                            targets, weights)
             checkpoint = CheckpointDir(self.checkpoint_dir)
-            resume, seed = checkpoint.prepare(digest, seed, unstable, type(self).__name__)
+            # The main process decides and writes; the others follow.
+            resume, seed = processes.main_decides(lambda: checkpoint.prepare(
+                digest, seed, unstable, type(self).__name__))
 
         train_pos, valid_pos = self._split(targets[used], seed)
+        if processes.distributed and min(self.batch_size, len(train_pos)) < 2 * processes.world:
+            raise ValueError(
+                f"Each batch is split across the {processes.world} processes of the "
+                "accelerator, and each process needs at least 2 images of it: "
+                f"batch_size={self.batch_size} and {len(train_pos)} training images must "
+                f"both be at least {2 * processes.world}.")
         # The loss's statistics (task scales, balanced class weights) come
         # from the training part only.
         criterion = self._criterion(targets[used[train_pos]], weights[used[train_pos]])
@@ -242,7 +271,7 @@ class _TransferBase(BackboneEstimator):
                 self, network, source, used[train_pos], used[valid_pos], targets, weights,
                 schedule=schedule, criterion=criterion,
                 classifier=is_classifier(self), seed=seed,
-                checkpoint=checkpoint, resume=resume, trunk=trunk)
+                checkpoint=checkpoint, resume=resume, trunk=trunk, processes=processes)
         self.model_ = network.eval()
         self.trunk_ = trunk
         self.history_ = run.history
@@ -254,6 +283,26 @@ class _TransferBase(BackboneEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        # An accelerator belongs to the processes launched with it; the
+        # fitted model is the same without it, and loads anywhere.
+        if state.get("accelerator") is not None:
+            state["accelerator"] = PickledAccelerator()
+        return state
+
+    def _resolve_device(self) -> torch.device:
+        if self.accelerator is None:
+            return super()._resolve_device()
+        device = torch.device(self.accelerator.device)
+        if device.type == "cpu":
+            device = torch.device("cpu")
+        if self.device != "auto" and torch.device(self.device) != device:
+            raise ValueError(
+                f"device={self.device!r}, but the accelerator places this process on "
+                f"{device}: with an accelerator, leave device='auto'.")
+        return device
 
     def _use_tta(self):
         if isinstance(self.tta, str):
@@ -442,6 +491,24 @@ _SHARED_PARAMETERS_END = """
         or parameters is refused; a finished fit's files are replaced. A
         parameter that cannot be fingerprinted (a lambda, an object whose
         repr is a memory address) is named in a warning when resuming.
+    accelerator : accelerate.Accelerator or None, default=None
+        Train one model in several processes (devices, or machines), as
+        skorch's ``AccelerateMixin`` does: run the same script in every
+        process with ``accelerate launch`` or ``torchrun``
+        (``Accelerator(cpu=True)`` for processes on CPUs). Every process
+        draws the same order and views, trains on its share of each batch
+        of ``batch_size`` images (gradients all-reduced: the step of the
+        whole batch), computes its share of the frozen part's outputs, and
+        ends with the same weights; validation scores and early stopping
+        are decided over all processes; with ``checkpoint_dir`` (on a file
+        system all processes share) the main process writes and every
+        process resumes. Mixed precision of the training steps is the
+        accelerator's (``mixed_precision="bf16"`` or ``"fp16"``, with loss
+        scaling); ``precision`` still sets the frozen part and predictions.
+        ``device`` must be ``"auto"``. The accelerator is not pickled with
+        the fitted estimator, which loads and predicts in any process.
+        A search or cross-validation over the estimator must use
+        ``n_jobs=1``. See the scaling page of the docs.
     verbose : int, default=0
         If > 0, print skorch's per-epoch table (and a progress bar in a
         terminal).
@@ -567,7 +634,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
                  validation_fraction=None, patience=5, class_weight=None,
                  label_smoothing=0.1, device="auto", precision="auto", engine="auto",
                  n_jobs=None, memory=None, tta="auto", task_weights=None, warm_start=False,
-                 checkpoint_dir=None, verbose=0, random_state=None):
+                 checkpoint_dir=None, accelerator=None, verbose=0, random_state=None):
         super().__init__(
             backbone=backbone, weights=weights, trainable_stages=trainable_stages,
             image_size=image_size, augment=augment, max_epochs=max_epochs,
@@ -576,7 +643,8 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
             validation_fraction=validation_fraction, patience=patience, device=device,
             precision=precision, engine=engine, n_jobs=n_jobs, memory=memory, tta=tta,
             task_weights=task_weights, warm_start=warm_start,
-            checkpoint_dir=checkpoint_dir, verbose=verbose, random_state=random_state)
+            checkpoint_dir=checkpoint_dir, accelerator=accelerator, verbose=verbose,
+            random_state=random_state)
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 

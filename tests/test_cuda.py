@@ -101,6 +101,27 @@ def test_a_gpu_model_loads_and_predicts_on_a_machine_without_cuda(data, tmp_path
     assert (np.load(out) == clf.predict(X)).mean() >= 0.9
 
 
+@pytest.mark.cuda
+@on_gpu
+@pytest.mark.parametrize("mixed", ["no", "bf16", "fp16"])
+def test_accelerator_mixed_precision_on_the_gpu(data, mixed):
+    """One process with an accelerator: its mixed precision (fp16 with its loss
+    scaler, unscaled before gradient clipping) trains; the model pickles and
+    predicts the same."""
+    accelerate = pytest.importorskip("accelerate")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = accelerate.Accelerator(mixed_precision=mixed)
+    X, y = data
+    clf = TransferClassifier(**dict(GPU, device="auto"), accelerator=accelerator).fit(X, y)
+    assert clf.device_.type == "cuda"
+    assert (accelerator.scaler is not None) == (mixed == "fp16")
+    assert clf.score(X, y) >= 0.9
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
 def test_fp16_loss_scaling_trains_and_skips_overflowing_steps(data, monkeypatch):
     """The GradScaler path of GPUs without bf16, exercised on the CPU."""
     from sktransfer import _device

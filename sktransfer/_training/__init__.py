@@ -5,7 +5,8 @@
 - :mod:`.callbacks`: learning-rate schedule, gradual unfreezing, scoring and
   early stopping, recovery;
 - :mod:`.checkpoint`: checkpoint directories and resuming;
-- :mod:`.data`: the one training data pipeline.
+- :mod:`.data`: the one training data pipeline;
+- :mod:`sktransfer._distributed`: the processes of a fit with an accelerator.
 
 :func:`fit_top` puts them together for one fit of a
 :class:`~sktransfer._network.BackboneNetwork` whose frozen part is already set.
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import _device
+from .._distributed import ONE_PROCESS, Processes
 from .._images import ImageSource
 from .._inference import FLIPS
 from .._inputs import Preprocess
@@ -28,7 +30,7 @@ from .._random import torch_generator
 from . import callbacks as cb
 from .checkpoint import CheckpointDir
 from .data import EpochBatches, TrainingData
-from .net import NonFiniteLoss, TransferNet
+from .net import AcceleratedTransferNet, NonFiniteLoss, TransferNet
 
 #: Compute the frozen part's outputs once per fit where the views allow it
 #: (off only to check that both ways train the same).
@@ -88,7 +90,8 @@ def random_augmenter(augment, size: int):
 def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid_idx,
             targets: np.ndarray, weights: np.ndarray, *, schedule, criterion, classifier: bool,
             seed: int, checkpoint: CheckpointDir | None = None,
-            resume: bool = False, trunk=None) -> TrainingRun:
+            resume: bool = False, trunk=None,
+            processes: Processes = ONE_PROCESS) -> TrainingRun:
     """Train ``network`` from its first unfrozen unit on, with ``est``'s settings.
 
     Must run inside :func:`sktransfer._random.torch_rng`: each epoch reseeds
@@ -100,7 +103,8 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     :class:`~sktransfer._trunk.FrozenTrunk` of the fixed frozen units, which
     computes (and, under ``memory=``, stores) their outputs; ``None`` when
     the frozen part changes during the fit or nothing is frozen.
-    A NaN loss or an interruption ends
+    ``processes``: the fit's processes when ``est.accelerator`` is set
+    (each trains on its share of every batch). A NaN loss or an interruption ends
     the run early; :meth:`TrainingRun.raise_if_stopped` reports it.
     """
     from skorch.callbacks import EpochScoring, GradientNormClipping, ProgressBar
@@ -112,7 +116,8 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     cached = CACHE_FROZEN_OUTPUTS and trunk is not None and augment is None
     common = dict(network=network, preprocess=preprocess, device=est.device_,
                   dtype=getattr(torch, est.precision_), batch_size=est.batch_size,
-                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk)
+                  n_jobs=est.n_jobs, verbose=est.verbose, cache=cached, trunk=trunk,
+                  processes=processes)
     train_data = TrainingData(source, train_idx, targets[train_idx], weights[train_idx],
                               views=views, augment=augment, **common)
     valid_data = (TrainingData(source, valid_idx, targets[valid_idx], weights[valid_idx],
@@ -123,22 +128,27 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     backbone_lr = est.lr * est.backbone_lr_mult
     groups = [("network.backbone.*", {"lr": backbone_lr})] if trains_backbone else []
     max_lr = [backbone_lr] * trains_backbone + [est.lr]
-    steps = est.max_epochs * len(EpochBatches(train_data, est.batch_size))
+    steps = est.max_epochs * len(EpochBatches(train_data, est.batch_size, processes=processes))
 
     generator = torch_generator(seed)
-    callbacks = [("seed_epoch", cb.SeedEpoch(seed, generator, est.device_)),
+    rank = processes.rank if processes.distributed else None
+    callbacks = [("seed_epoch", cb.SeedEpoch(seed, generator, est.device_, rank)),
                  ("clip", GradientNormClipping(gradient_clip_value=est.max_grad_norm))]
     has_valid = valid_data is not None
     if has_valid and classifier:
         callbacks.append(("valid_acc", EpochScoring(
             cb.valid_accuracy, lower_is_better=False, name="valid_acc",
             target_extractor=cb.batch_targets)))
+    if processes.distributed:
+        scores = {"valid_acc": False} if has_valid and classifier else {}
+        callbacks.append(("reduce", cb.ReduceAcrossProcesses(processes, scores)))
     if checkpoint is not None:
         callbacks.append(("checkpoint", checkpoint.checkpoint()))
     callbacks.append(("keep_last_good", cb.KeepLastGood()))
     if schedule:
         callbacks.append(("gradual_unfreeze", cb.GradualUnfreeze(schedule)))
     callbacks.append(("lr_schedule", cb.BatchOneCycle(max_lr=max_lr, total_steps=steps)))
+    speaks = est.verbose and processes.is_main
     if has_valid and est.patience is not None:
         # Classifiers stop on validation accuracy: under a one-cycle schedule
         # the validation loss of an over-confident model rises while its
@@ -148,11 +158,23 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
             monitor=monitor, lower_is_better=monitor == "valid_loss",
             patience=est.patience, load_best=True,
             best_params=checkpoint.file("best_params.pt") if checkpoint else None,
-            sink=print if est.verbose else _silent)))
-    if est.verbose and sys.stderr.isatty():
+            is_main=processes.is_main, sink=print if speaks else _silent)))
+    if speaks and sys.stderr.isatty():
         callbacks.append(("progress", ProgressBar()))
 
-    net = TransferNet(
+    accelerator = getattr(est, "accelerator", None)
+    if accelerator is None:
+        net_class, placement = TransferNet, dict(
+            device=str(est.device_),
+            autocast_dtype=_device.training_dtype(est.precision, est.device_))
+    else:
+        # The accelerator places the module and runs autocast and loss scaling.
+        # The accelerator prints on the main process only; skorch calls a
+        # sink other than print whatever net.verbose says.
+        net_class, placement = AcceleratedTransferNet, dict(
+            accelerator=accelerator, device=None,
+            callbacks__print_log__sink=accelerator.print if est.verbose else _silent)
+    net = net_class(
         module=TopNetwork(network),
         criterion=criterion,
         optimizer=torch.optim.AdamW,
@@ -164,12 +186,13 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
         iterator_train=EpochBatches,
         iterator_train__shuffle=True,
         iterator_train__generator=generator,
+        iterator_train__processes=processes,
         iterator_valid=EpochBatches,
+        iterator_valid__processes=processes,
         train_split=predefined_split(valid_data) if has_valid else None,
         callbacks=callbacks,
-        device=str(est.device_),
         verbose=int(bool(est.verbose)),
-        autocast_dtype=_device.training_dtype(est.precision, est.device_),
+        **placement,
     )
     net.initialize()
     resumed = checkpoint.load(net) if resume else 0
@@ -179,6 +202,8 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     try:
         net.partial_fit(train_data, None)
     except NonFiniteLoss as exc:
+        if accelerator is not None:  # training ended without on_train_end
+            net._unwrap_accelerator()
         net.module_.load_state_dict(dict(net.callbacks_)["keep_last_good"].state_)
         nan_epoch = exc.epoch
     # The last step's gradients are of no use to a fitted model.
@@ -187,7 +212,9 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     run = TrainingRun(history, resumed, cached, checkpoint,
                       getattr(net, "interrupted_", False), nan_epoch)
     if checkpoint is not None and not run.interrupted:
-        checkpoint.mark_complete("nan" if nan_epoch is not None else "done")
+        if processes.is_main:
+            checkpoint.mark_complete("nan" if nan_epoch is not None else "done")
+        processes.barrier()
     return run
 
 

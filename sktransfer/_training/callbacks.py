@@ -2,7 +2,8 @@
 
 Learning rate: :class:`BatchOneCycle`. Freezing: :class:`GradualUnfreeze`.
 Scoring and stopping: :func:`valid_accuracy`, :class:`ResumableEarlyStopping`.
-Randomness: :class:`SeedEpoch`. Recovery: :class:`KeepLastGood`.
+Randomness: :class:`SeedEpoch`. Recovery: :class:`KeepLastGood`. Several
+processes: :class:`ReduceAcrossProcesses`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ class GradualUnfreeze(Callback):
         epoch = len(net.history)  # already includes this epoch's row
         k = min(epoch - 1, len(self.schedule))
         if k > 0:
-            net.module_.network.freeze_first(self.schedule[k - 1])
+            unwrapped_module(net).network.freeze_first(self.schedule[k - 1])
+            if hasattr(net, "rewrap_module"):  # the gradient all-reduce must cover them
+                net.rewrap_module()
 
 
 # -- scoring and stopping -----------------------------------------------------------
@@ -96,9 +99,10 @@ class ResumableEarlyStopping(EarlyStopping):
         As :class:`skorch.callbacks.EarlyStopping`.
     """
 
-    def __init__(self, best_params=None, **kwargs):
+    def __init__(self, best_params=None, is_main=True, **kwargs):
         super().__init__(**kwargs)
         self.best_params = best_params
+        self.is_main = is_main
 
     def on_train_begin(self, net, **kwargs):
         super().on_train_begin(net, **kwargs)
@@ -120,9 +124,13 @@ class ResumableEarlyStopping(EarlyStopping):
             net.early_stopped_ = True
             raise
         finally:
-            if (self.best_params and self.load_best
-                    and self.best_epoch_ == net.history[-1, "epoch"]):
-                atomic_torch_save(self.best_model_weights_, self.best_params)
+            if self.load_best and self.best_epoch_ == net.history[-1, "epoch"]:
+                if unwrapped_module(net) is not net.module_:
+                    # The weights as the unwrapped module names them (what is
+                    # restored after training, when the wrapper is gone).
+                    self.best_model_weights_ = copy.deepcopy(unwrapped_module(net).state_dict())
+                if self.best_params and self.is_main:
+                    atomic_torch_save(self.best_model_weights_, self.best_params)
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -137,10 +145,71 @@ class KeepLastGood(Callback):
     """A copy of the weights after each finished epoch, to fall back on after a NaN loss."""
 
     def on_train_begin(self, net, **kwargs):
-        self.state_ = copy.deepcopy(net.module_.state_dict())
+        self.state_ = copy.deepcopy(unwrapped_module(net).state_dict())
 
     def on_epoch_end(self, net, **kwargs):
-        self.state_ = copy.deepcopy(net.module_.state_dict())
+        self.state_ = copy.deepcopy(unwrapped_module(net).state_dict())
+
+
+def unwrapped_module(net) -> torch.nn.Module:
+    """``net.module_`` without the ``DistributedDataParallel`` wrapper of a
+    fit over several processes."""
+    module = net.module_
+    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return module.module
+    return module
+
+
+# -- several processes -----------------------------------------------------------------
+
+
+class ReduceAcrossProcesses(Callback):
+    """The epoch's losses and scores over all processes, as one process would
+    record them, written into every process's history.
+
+    Each process scored its share of the batches; early stopping, the
+    checkpointed history and the printed table must see the whole epoch, the
+    same on every process. ``train_loss``: the mean over the global batches
+    (each the mean of the processes' losses, as the gradient all-reduce
+    averages them), weighted by their size, as skorch weights batches;
+    ``valid_loss``: the mean over all validation images; ``scores``
+    (``EpochScoring`` means over a process's validation images): weighted by
+    each process's number of validation images.
+
+    Parameters
+    ----------
+    processes : Processes
+    scores : dict of str to bool
+        The scores to reduce, and whether lower is better.
+    """
+
+    def __init__(self, processes, scores):
+        self.processes = processes
+        self.scores = scores
+
+    def on_epoch_end(self, net, **kwargs):
+        procs, row = self.processes, net.history[-1]
+        train = [b for b in row["batches"] if "train_loss" in b]
+        valid = [b for b in row["batches"] if "valid_loss" in b]
+        losses = procs.sum([b["train_loss"] for b in train]) / procs.world
+        sizes = procs.sum([b["train_batch_size"] for b in train])
+        reduced = {"train_loss": (float((losses * sizes).sum() / sizes.sum()), True)}
+        if valid:
+            n = sum(b["valid_batch_size"] for b in valid)
+            local = [sum(b["valid_loss"] * b["valid_batch_size"] for b in valid), n]
+            local += [row[name] * n for name in self.scores]
+            total = procs.sum(local)
+            reduced["valid_loss"] = (float(total[0] / total[1]), True)
+            for name, value in zip(self.scores, total[2:]):
+                reduced[name] = (float(value / total[1]), self.scores[name])
+        for name, (value, lower_is_better) in reduced.items():
+            net.history.record(name, value)
+            if name + "_best" in row:
+                earlier = [r[name] for r in list(net.history)[:-1] if name in r]
+                best = min(earlier, default=np.inf) if lower_is_better else max(
+                    earlier, default=-np.inf)
+                net.history.record(name + "_best", bool(
+                    value < best if lower_is_better else value > best))
 
 
 class SeedEpoch(Callback):
@@ -159,19 +228,30 @@ class SeedEpoch(Callback):
         The generator of the training batches (``EpochBatches``).
     device : torch.device
         The training device (its CUDA generator is reseeded too).
+    rank : int or None
+        In a fit over several processes, this process's rank: the order and
+        views are the same on every process, dropout and random
+        augmentation draw differently on each (each sees other images).
     """
 
-    def __init__(self, seed, generator, device):
+    def __init__(self, seed, generator, device, rank=None):
         self.seed = seed
         self.generator = generator
         self.device = device
+        self.rank = rank
 
     def on_epoch_begin(self, net, **kwargs):
         epoch = len(net.history)  # already includes this epoch's row
-        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        seed = _seed(self.seed, epoch)
         self.generator.manual_seed(seed)
+        if self.rank is not None:
+            seed = _seed(self.seed, epoch, self.rank)
         torch.default_generator.manual_seed(seed)
         device = torch.device(self.device)
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
             torch.cuda.default_generators[index].manual_seed(seed)
+
+
+def _seed(*entropy) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])

@@ -13,6 +13,12 @@ are computed batch by batch. Both give the same training — the same draws, the
 numerics — at a different cost: ``max_epochs`` means the same in both.
 Decoding runs in ``n_jobs`` threads, one batch ahead (the inference path's
 :func:`~sktransfer._inputs.iter_batches`).
+
+In a fit over several processes (:mod:`sktransfer._distributed`), every process draws
+the same order and views, and each global batch of ``batch_size`` images is
+split across the processes: each trains on its share, and the all-reduced
+gradient is the one of the whole batch. The frozen outputs computed once
+are computed by each process for its share of the images and exchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import _inference
+from .._distributed import ONE_PROCESS, Processes
 from .._images import ImageSource
 from .._inputs import Preprocess, iter_batches
 from .._trunk import FrozenTrunk, as_top_input
@@ -61,13 +68,16 @@ class TrainingData(torch.utils.data.Dataset):
         Runs the fixed frozen part (with its engine, precision and store);
         ``None``: the network's first ``n_frozen`` units, in torch, as they
         are at each batch.
+    processes : Processes
+        The processes of the fit: each computes its share of the cached
+        outputs.
     """
 
     def __init__(self, source: ImageSource, indices, targets, weights, *, network,
                  preprocess: Preprocess, device: torch.device, dtype: torch.dtype,
                  views=("identity",), augment: Callable | None = None, cache: bool = False,
                  batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0,
-                 trunk: FrozenTrunk | None = None):
+                 trunk: FrozenTrunk | None = None, processes: Processes = ONE_PROCESS):
         self.source = source
         self.indices = np.asarray(indices)
         self.targets = torch.as_tensor(np.asarray(targets))
@@ -82,6 +92,7 @@ class TrainingData(torch.utils.data.Dataset):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.trunk = trunk
+        self.processes = processes
         self.cached = None
         if cache:
             if augment is not None:
@@ -106,39 +117,45 @@ class TrainingData(torch.utils.data.Dataset):
         return net.forward_units(x, 0, net.n_frozen, self.dtype)
 
     def _frozen_outputs(self, verbose: int) -> torch.Tensor:
-        """``(n_views, n, ...)``: the frozen part's output of every image and view."""
-        bar = tqdm(total=len(self.indices), unit="img", disable=not verbose,
+        """``(n_views, n, ...)``: the frozen part's output of every image and view
+        (each process computes its share; every process gets all of them)."""
+        share = self.indices[self.processes.shard(len(self.indices))]
+        bar = tqdm(total=len(share), unit="img", disable=not verbose or not self.processes.is_main,
                    desc="frozen part, once", file=sys.stderr)
         with bar:
-            return self.trunk.outputs(
-                self.network, self.source, self.indices, self.views,
+            local = self.trunk.outputs(
+                self.network, self.source, share, self.views,
                 preprocess=self.preprocess, batch_size=self.batch_size, n_jobs=self.n_jobs,
                 progress=bar)
+        return self.processes.gather_rows(local, len(self.indices), dim=1)
 
-    def batches(self, order: np.ndarray, views: np.ndarray, batch_size: int | None = None):
+    def batches(self, order: np.ndarray, views: np.ndarray, sizes=None, scales=None):
         """Yield ``(x, (targets, weights))`` for positions ``order`` of this part,
-        each seen as view ``views[k]`` (an index into ``self.views``)."""
-        batch_size = batch_size or self.batch_size
+        each seen as view ``views[k]`` (an index into ``self.views``), in
+        batches of ``sizes`` (default: :func:`batch_bounds` of ``batch_size``),
+        the weights of batch ``b`` multiplied by ``scales[b]``."""
+        if sizes is None:
+            sizes = [e - s for s, e in batch_bounds(len(order), self.batch_size)]
+        scales = [1.0] * len(sizes) if scales is None else scales
         if self.cached is not None:
-            for s, e in batch_bounds(len(order), batch_size):
+            starts = np.cumsum([0, *sizes])
+            for s, e, scale in zip(starts[:-1], starts[1:], scales):
                 pos = torch.as_tensor(order[s:e])
                 at = self.cached.device
                 x = self.cached[torch.as_tensor(views[s:e]).to(at), pos.to(at)]
-                yield as_top_input(x), (self.targets[pos], self.weights[pos])
+                yield as_top_input(x), (self.targets[pos], _scaled(self.weights[pos], scale))
             return
-        # Decoded in this order, one batch ahead, in n_jobs threads; a last
-        # batch of one image is decoded with the one before (batch_bounds).
-        bounds = batch_bounds(len(order), batch_size)
-        sizes = [e - s for s, e in bounds]
-        for pos, batch in iter_batches(self.source, self.indices[order], sizes,
-                                       self.preprocess, self.n_jobs, normalize=False):
+        # Decoded in this order, one batch ahead, in n_jobs threads.
+        for b, (pos, batch) in enumerate(iter_batches(
+                self.source, self.indices[order], sizes, self.preprocess, self.n_jobs,
+                normalize=False)):
             chunk = order[pos]
             batch = self._view(batch, views[pos])
             x = _inference.to_device(self.preprocess.normalize(batch), self.device)
             with torch.no_grad():
                 x = self._trunk(x)
             chunk = torch.as_tensor(chunk)
-            yield as_top_input(x), (self.targets[chunk], self.weights[chunk])
+            yield as_top_input(x), (self.targets[chunk], _scaled(self.weights[chunk], scales[b]))
 
     def _view(self, batch: torch.Tensor, views: np.ndarray) -> torch.Tensor:
         """Each image of a batch in [0, 1] as its drawn view."""
@@ -150,18 +167,25 @@ class TrainingData(torch.utils.data.Dataset):
         return batch
 
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+def batch_bounds(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
     """``(start, end)`` of each training batch of ``n`` images: ``batch_size``
-    each, except that a last batch of a single image joins the one before.
+    each, except that a last batch of fewer than ``min_last`` images joins
+    the one before.
 
     BatchNorm in training mode cannot normalise one image whose map is 1x1
     (a small ``image_size`` at the last stage); one image in a batch of its
-    own would also get a whole step's pull.
+    own would also get a whole step's pull. Split across processes, every
+    process's share of the last batch needs two images: ``min_last`` is
+    twice the number of processes.
     """
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if len(starts) > 1 and n - starts[-1] < min_last:
         starts.pop()
     return [(s, ends) for s, ends in zip(starts, starts[1:] + [n])]
+
+
+def _scaled(weights: torch.Tensor, scale: float) -> torch.Tensor:
+    return weights if scale == 1.0 else weights * scale
 
 
 def _on_device(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -181,17 +205,29 @@ class EpochBatches:
     Each iteration is one epoch: a permutation of the part and one view per
     image drawn from ``generator`` when ``shuffle``, else the images in order
     as themselves (the first view).
+
+    Over several ``processes``, each global batch is split into one
+    contiguous share per process (a distributed sampler over the order a
+    single process would use). A training share's weights are multiplied
+    by ``world * share / batch``, so that the mean of the processes' losses
+    (what the gradient all-reduce averages) is the whole batch's loss even
+    when the shares differ in size.
     """
 
     def __init__(self, dataset: TrainingData, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None,
+                 processes: Processes = ONE_PROCESS):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.processes = processes
+
+    def _bounds(self):
+        return batch_bounds(len(self.dataset), self.batch_size, 2 * self.processes.world)
 
     def __len__(self):
-        return len(batch_bounds(len(self.dataset), self.batch_size))
+        return len(self._bounds())
 
     def __iter__(self):
         n = len(self.dataset)
@@ -200,4 +236,12 @@ class EpochBatches:
             views = torch.randint(self.dataset.n_views, (n,), generator=self.generator).numpy()
         else:
             order, views = np.arange(n), np.zeros(n, dtype=int)
-        return self.dataset.batches(order, views, self.batch_size)
+        bounds = self._bounds()
+        procs = self.processes
+        if not procs.distributed:
+            return self.dataset.batches(order, views, [e - s for s, e in bounds])
+        shares = [np.arange(s, e)[procs.shard(e - s)] for s, e in bounds]
+        mine = np.concatenate(shares)
+        scales = ([procs.world * len(p) / (e - s) for p, (s, e) in zip(shares, bounds)]
+                  if self.shuffle else None)
+        return self.dataset.batches(order[mine], views[mine], [len(p) for p in shares], scales)

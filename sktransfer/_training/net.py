@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from skorch import NeuralNet
 from skorch.dataset import unpack_data
+from skorch.hf import AccelerateMixin
 
 from .. import _device
 
@@ -104,9 +105,98 @@ class TransferNet(NeuralNet):
         if losses.ndim > 1:  # several regression targets: mean over targets
             losses = losses.mean(dim=1)
         loss = (losses * w).mean()
-        if training and not torch.isfinite(loss):
+        if training and not self._all_finite(loss):
             raise NonFiniteLoss(len(self.history))
         return loss
+
+    def _all_finite(self, loss) -> bool:
+        return bool(torch.isfinite(loss))
+
+
+class AcceleratedTransferNet(AccelerateMixin, TransferNet):
+    """:class:`TransferNet` trained with an ``accelerate.Accelerator``
+    (skorch's ``AccelerateMixin``): the module wrapped for the process group
+    (``DistributedDataParallel``: gradients all-reduced in ``backward``),
+    the accelerator's autocast and loss scaling, checkpoints written by the
+    main process and read by all, the module unwrapped after training.
+
+    Differences from the mixin: the batches are not a ``DataLoader`` but
+    :class:`~sktransfer._training.data.EpochBatches`, which shard each
+    global batch themselves (so nothing is prepared or gathered here, and
+    the epoch's scores are reduced by the ``ReduceAcrossProcesses``
+    callback); gradients are unscaled before gradient clipping; a NaN loss
+    on any process stops every process at the same step.
+    """
+
+    def initialize(self):
+        super().initialize()
+        self.grad_scaler_ = None  # the accelerator scales fp16 losses
+        return self
+
+    def _initialize_accelerator(self):
+        # The module and the optimizer; the loss has no parameters, and
+        # accelerate would wrap it for the process group all the same.
+        if self._wrapped_with_accelerator:
+            return self
+        with self._current_init_context("module"):
+            self.module_ = self.accelerator.prepare(self.module_)
+        with self._current_init_context("optimizer"):
+            self.optimizer_ = self.accelerator.prepare(self.optimizer_)
+        self._wrapped_with_accelerator = True
+        return self
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        if training:
+            self._average_buffers()
+
+    def _average_buffers(self):
+        """BatchNorm's running statistics averaged over the processes.
+
+        Each process updated them from its share of the last batch; their
+        mean is the statistics of the whole batch (up to the variance of the
+        shares' means), and validation, checkpoints and the fitted model
+        then see the same network on every process.
+        """
+        buffers = [b for b in self.module_.buffers() if b.is_floating_point()]
+        if self.accelerator.num_processes == 1 or not buffers:
+            return
+        flat = torch.cat([b.detach().reshape(-1).double() for b in buffers])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        start = 0
+        for b in buffers:
+            b.copy_(flat[start:start + b.numel()].reshape(b.shape))
+            start += b.numel()
+
+    def get_iterator(self, dataset, training=False):
+        return TransferNet.get_iterator(self, dataset, training=training)
+
+    def evaluation_step(self, batch, training=False):
+        return TransferNet.evaluation_step(self, batch, training=training)
+
+    def train_step_single(self, batch, **fit_params):
+        step = super().train_step_single(batch, **fit_params)
+        if self.accelerator.scaler is not None:
+            # Gradient clipping (on_grad_computed) must see the true gradients.
+            self.accelerator.unscale_gradients()
+        return step
+
+    def _all_finite(self, loss) -> bool:
+        # Decided together: a process that stopped alone would leave the
+        # others waiting in the gradient all-reduce.
+        finite = torch.isfinite(loss.detach()).float().reshape(1)
+        return bool(self.accelerator.reduce(finite, reduction="sum").item()
+                    == self.accelerator.num_processes)
+
+    def rewrap_module(self):
+        """Wrap the module again after parameters were unfrozen: the
+        gradient all-reduce covers the parameters that trained when it was
+        wrapped."""
+        if self._wrapped_with_accelerator:
+            module = self.accelerator.unwrap_model(self.module_, keep_fp32_wrapper=False)
+            self.accelerator._models = [m for m in self.accelerator._models
+                                        if m is not self.module_]
+            self.module_ = self.accelerator.prepare(module)
 
 
 def _grad_scaler(device_type: str):
