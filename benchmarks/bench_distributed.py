@@ -62,8 +62,9 @@ def main(rounds: int = 1) -> None:
             r = runs[mode][-1]
             print(f"round {k + 1} {mode}: fit {r['fit_s']:.0f} s, {len(r['epoch_s'])} epochs",
                   file=sys.stderr, flush=True)
-    record("distributed", {"commit": head_commit(), "rounds": rounds, "runs": runs,
-                           "machine": describe_machine()}, render)
+        # Written after every round: a long run keeps what it measured.
+        record("distributed", {"commit": head_commit(), "rounds": k + 1, "runs": runs,
+                               "machine": describe_machine()}, render)
 
 
 def _scores(run) -> dict:
