@@ -59,7 +59,7 @@ class Processes:
             try:
                 result = (True, decide())
             except Exception as exc:  # re-raised on every process below
-                result = (False, exc)
+                result = (False, _picklable(exc))
         if self.distributed:
             box = [result]
             torch.distributed.broadcast_object_list(box, src=0, device=self._comm_device)
@@ -79,9 +79,9 @@ class Processes:
         if other:
             raise ValueError(
                 f"The processes of this fit were given different {what}: ranks {other} "
-                "differ from rank 0. Every process must call fit with the same images, "
-                "targets and sample weights (each process sees its shard of them "
-                "during training).")
+                "differ from rank 0 in the number of images, the targets or the sample "
+                "weights. Every process must call fit with the same images, targets and "
+                "sample weights (each trains on its share of them).")
 
     def sum(self, values) -> np.ndarray:
         """Element-wise sum over the processes (float64)."""
@@ -90,10 +90,6 @@ class Processes:
             t = t.to(self._comm_device)
             torch.distributed.all_reduce(t)
         return t.cpu().numpy()
-
-    def all_true(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on every process."""
-        return bool(self.sum([0.0 if flag else 1.0])[0] == 0)
 
     def shard(self, n: int) -> slice:
         """This process's contiguous share of ``n`` items (shares differ by at most one)."""
@@ -205,7 +201,47 @@ def check_accelerator(accelerator, owner: str) -> Processes:
             "scikit-learn search or cross-validation with n_jobs>1 copies the "
             "estimator into worker processes. Use n_jobs=1; each launched process is "
             "already one worker of the fit.")
+    _check_settings(accelerator, owner)
     return Processes(accelerator)
+
+
+def _picklable(exc: Exception) -> Exception:
+    """``exc``, or a ``RuntimeError`` with its message where it does not pickle
+    (it travels to the other processes)."""
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+#: What :class:`Processes` supports: data parallelism, a whole model per process.
+_DATA_PARALLEL = {"NO", "MULTI_CPU", "MULTI_GPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU",
+                  "MULTI_MUSA", "MULTI_HPU", "MULTI_SDAA"}
+
+
+def _check_settings(accelerator, owner: str) -> None:
+    """Refuse what the fit's own batches, clipping and schedule do not support."""
+    kind = getattr(accelerator, "distributed_type", None)
+    kind = getattr(kind, "name", str(kind or "NO"))
+    if kind not in _DATA_PARALLEL:
+        raise ValueError(
+            f"{owner}: the accelerator's distributed type is {kind}. sktransfer trains "
+            "with data parallelism (DistributedDataParallel: a whole model per process, "
+            "which its frozen part and stored outputs need); model-sharding set-ups "
+            "(FSDP, DeepSpeed, Megatron) and TPUs are not supported.")
+    steps = getattr(accelerator, "gradient_accumulation_steps", 1)
+    if steps != 1:
+        raise ValueError(
+            f"{owner}: gradient_accumulation_steps={steps} is not supported (gradient "
+            "clipping and the learning-rate schedule act on every batch). Raise "
+            "batch_size instead: it is split across the processes.")
+    dynamo = getattr(getattr(getattr(accelerator, "state", None), "dynamo_plugin", None),
+                     "backend", None)
+    if dynamo is not None and getattr(dynamo, "name", str(dynamo)) != "NO":
+        raise ValueError(
+            f"{owner}: torch.compile through the accelerator (dynamo_backend="
+            f"{getattr(dynamo, 'name', dynamo)}) is not supported; launch without it.")
 
 
 def object_digest(*arrays) -> bytes:

@@ -226,20 +226,20 @@ class _TransferBase(BackboneEstimator):
             params = {k: v for k, v in self.get_params(deep=False).items()
                       if k not in ("verbose", "n_jobs", "memory", "checkpoint_dir",
                                    "warm_start", "accelerator")}
-            digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
-                                           targets, weights)
+            if processes.distributed:  # the batches depend on it
+                params["processes"] = processes.world
             checkpoint = CheckpointDir(self.checkpoint_dir)
-            # The main process decides and writes; the others follow.
-            resume, seed = processes.main_decides(lambda: checkpoint.prepare(
-                digest, seed, unstable, type(self).__name__))
+
+            def decide():  # on the main process, which writes; the others follow
+                digest, unstable = fingerprint(
+                    params, map(source.content_key, range(len(source))), targets, weights)
+                return checkpoint.prepare(digest, seed, unstable, type(self).__name__)
+
+            resume, seed = processes.main_decides(decide)
 
         train_pos, valid_pos = self._split(targets[used], seed)
-        if processes.distributed and min(self.batch_size, len(train_pos)) < 2 * processes.world:
-            raise ValueError(
-                f"Each batch is split across the {processes.world} processes of the "
-                "accelerator, and each process needs at least 2 images of it: "
-                f"batch_size={self.batch_size} and {len(train_pos)} training images must "
-                f"both be at least {2 * processes.world}.")
+        if processes.distributed:
+            _check_shares(processes.world, self.batch_size, len(train_pos), len(valid_pos))
         # The loss's statistics (task scales, balanced class weights) come
         # from the training part only.
         criterion = self._criterion(targets[used[train_pos]], weights[used[train_pos]])
@@ -283,6 +283,18 @@ class _TransferBase(BackboneEstimator):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")
+
+    def __sklearn_clone__(self):
+        # The clone shares the accelerator: there is one per launched process
+        # (clone would deep-copy it, with every model it prepared).
+        accelerator = self.accelerator
+        self.accelerator = None
+        try:
+            new = super().__sklearn_clone__()
+        finally:
+            self.accelerator = accelerator
+        new.accelerator = accelerator
+        return new
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -827,6 +839,20 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         predicted = _tasks.encode(self.predict(X), self._tasks)
         right = ((codes == predicted) | (codes == _tasks.MISSING)).all(axis=1)
         return float(np.average(right, weights=sample_weight))
+
+
+def _check_shares(world: int, batch_size: int, n_train: int, n_valid: int) -> None:
+    """Every process needs 2 images of each training batch and 1 validation image."""
+    if min(batch_size, n_train) < 2 * world:
+        raise ValueError(
+            f"Each batch is split across the {world} processes of the accelerator, and "
+            f"each process needs at least 2 images of it: batch_size={batch_size} and "
+            f"{n_train} training images must both be at least {2 * world}.")
+    if 0 < n_valid < world:
+        raise ValueError(
+            f"The validation part ({n_valid} images) is scored in shares by the {world} "
+            "processes of the accelerator, and each needs at least one image: raise "
+            "validation_fraction, or set it to None.")
 
 
 def _random_split(n: int, fraction: float, seed: int):

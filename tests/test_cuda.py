@@ -114,7 +114,9 @@ def test_accelerator_mixed_precision_on_the_gpu(data, mixed):
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = accelerate.Accelerator(mixed_precision=mixed)
     X, y = data
-    clf = TransferClassifier(**dict(GPU, device="auto"), accelerator=accelerator).fit(X, y)
+    # class weights: the loss's buffers go to the GPU with the accelerator
+    clf = TransferClassifier(**dict(GPU, device="auto"), class_weight="balanced",
+                             accelerator=accelerator).fit(X, y)
     assert clf.device_.type == "cuda"
     assert (accelerator.scaler is not None) == (mixed == "fp16")
     assert clf.score(X, y) >= 0.9

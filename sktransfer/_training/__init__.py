@@ -141,7 +141,7 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
             target_extractor=cb.batch_targets)))
     if processes.distributed:
         scores = {"valid_acc": False} if has_valid and classifier else {}
-        callbacks.append(("reduce", cb.ReduceAcrossProcesses(processes, scores)))
+        callbacks.append(("reduce", cb.ReduceAcrossProcesses(processes, has_valid, scores)))
     if checkpoint is not None:
         callbacks.append(("checkpoint", checkpoint.checkpoint()))
     callbacks.append(("keep_last_good", cb.KeepLastGood()))
@@ -196,7 +196,7 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     )
     net.initialize()
     resumed = checkpoint.load(net) if resume else 0
-    if resumed and est.verbose:
+    if resumed and est.verbose and processes.is_main:
         print(f"Resuming after epoch {resumed} from {checkpoint.path!r}.", file=sys.stderr)
     nan_epoch = None
     try:
@@ -206,6 +206,9 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
             net._unwrap_accelerator()
         net.module_.load_state_dict(dict(net.callbacks_)["keep_last_good"].state_)
         nan_epoch = exc.epoch
+    finally:
+        if accelerator is not None:
+            net.release_accelerator()
     # The last step's gradients are of no use to a fitted model.
     net.module_.zero_grad(set_to_none=True)
     history = [{k: v for k, v in row.items() if k != "batches"} for row in net.history]

@@ -114,8 +114,9 @@ class ResumableEarlyStopping(EarlyStopping):
             else:
                 self.misses_ += 1
         if len(net.history) and self.best_params and os.path.exists(self.best_params):
+            # Under an accelerator net.device is None: not every process on GPU 0.
             self.best_model_weights_ = torch.load(self.best_params, weights_only=True,
-                                                  map_location=net.device)
+                                                  map_location=net.device or "cpu")
 
     def on_epoch_end(self, net, **kwargs):
         try:
@@ -179,12 +180,15 @@ class ReduceAcrossProcesses(Callback):
     Parameters
     ----------
     processes : Processes
+    validation : bool
+        Whether the fit has a validation part (every process has a share).
     scores : dict of str to bool
         The scores to reduce, and whether lower is better.
     """
 
-    def __init__(self, processes, scores):
+    def __init__(self, processes, validation, scores):
         self.processes = processes
+        self.validation = validation
         self.scores = scores
 
     def on_epoch_end(self, net, **kwargs):
@@ -194,7 +198,7 @@ class ReduceAcrossProcesses(Callback):
         losses = procs.sum([b["train_loss"] for b in train]) / procs.world
         sizes = procs.sum([b["train_batch_size"] for b in train])
         reduced = {"train_loss": (float((losses * sizes).sum() / sizes.sum()), True)}
-        if valid:
+        if self.validation:  # the same branch on every process: collectives inside
             n = sum(b["valid_batch_size"] for b in valid)
             local = [sum(b["valid_loss"] * b["valid_batch_size"] for b in valid), n]
             local += [row[name] * n for name in self.scores]

@@ -134,32 +134,67 @@ class AcceleratedTransferNet(AccelerateMixin, TransferNet):
         return self
 
     def _initialize_accelerator(self):
-        # The module and the optimizer; the loss has no parameters, and
-        # accelerate would wrap it for the process group all the same.
+        # The module and the optimizer; the loss has no parameters (and
+        # accelerate would wrap it for the process group all the same), but
+        # its buffers (class and task weights) go to the device.
         if self._wrapped_with_accelerator:
             return self
+        self.criterion_ = self.criterion_.to(self.accelerator.device)
+        module = self.module_
+        # Prepared again after an unwrap (checkpoints, gradual unfreezing):
+        # forget the old wrapper, and let accelerate wrap the module anew.
+        self._release(module)
+        if hasattr(module, "_is_accelerate_prepared"):
+            del module._is_accelerate_prepared
         with self._current_init_context("module"):
-            self.module_ = self.accelerator.prepare(self.module_)
+            self.module_ = self.accelerator.prepare(module)
         with self._current_init_context("optimizer"):
             self.optimizer_ = self.accelerator.prepare(self.optimizer_)
         self._wrapped_with_accelerator = True
         return self
 
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
-        if training:
-            self._average_buffers()
+    def _release(self, module, optimizer=None):
+        """Drop ``module`` (and its wrappers) and ``optimizer`` from the
+        accelerator's lists, which would keep them alive after the fit."""
+        acc = self.accelerator
+        acc._models = [m for m in acc._models
+                       if m is not module and getattr(m, "module", None) is not module]
+        if optimizer is not None:
+            acc._optimizers = [o for o in acc._optimizers if o is not optimizer]
+
+    def release_accelerator(self):
+        """After training: unwrapped, and nothing of this fit left in the accelerator."""
+        self._unwrap_accelerator()
+        self._release(self.module_, self.optimizer_)
+
+    def rewrap_module(self):
+        """Wrap the module again after parameters were unfrozen: the
+        gradient all-reduce covers the parameters that trained when it was
+        wrapped."""
+        if self._wrapped_with_accelerator:
+            self._unwrap_accelerator()
+            self._initialize_accelerator()
+
+    def train_step(self, batch, **fit_params):
+        step = super().train_step(batch, **fit_params)
+        self._average_buffers()
+        return step
 
     def _average_buffers(self):
-        """BatchNorm's running statistics averaged over the processes.
+        """BatchNorm's running statistics averaged over the processes, after
+        every step.
 
-        Each process updated them from its share of the last batch; their
-        mean is the statistics of the whole batch (up to the variance of the
-        shares' means), and validation, checkpoints and the fitted model
-        then see the same network on every process.
+        Each process updated them from its share of the batch; their mean
+        follows the mean of the shares' statistics (the whole batch's mean;
+        the variance leaves out the spread between the shares' means), and
+        validation, checkpoints and the fitted model see the same network on
+        every process. (``DistributedDataParallel`` would copy the main
+        process's to the others at the next forward pass.)
         """
+        if self.accelerator.num_processes == 1:
+            return
         buffers = [b for b in self.module_.buffers() if b.is_floating_point()]
-        if self.accelerator.num_processes == 1 or not buffers:
+        if not buffers:
             return
         flat = torch.cat([b.detach().reshape(-1).double() for b in buffers])
         flat = self.accelerator.reduce(flat, reduction="mean")
@@ -177,8 +212,10 @@ class AcceleratedTransferNet(AccelerateMixin, TransferNet):
     def train_step_single(self, batch, **fit_params):
         step = super().train_step_single(batch, **fit_params)
         if self.accelerator.scaler is not None:
-            # Gradient clipping (on_grad_computed) must see the true gradients.
-            self.accelerator.unscale_gradients()
+            # Gradient clipping (on_grad_computed) must see the true
+            # gradients; only this fit's optimizer's (a warm start's
+            # parameters are also in the earlier fit's optimizer).
+            self.accelerator.unscale_gradients(optimizer=self.optimizer_)
         return step
 
     def _all_finite(self, loss) -> bool:
@@ -187,16 +224,6 @@ class AcceleratedTransferNet(AccelerateMixin, TransferNet):
         finite = torch.isfinite(loss.detach()).float().reshape(1)
         return bool(self.accelerator.reduce(finite, reduction="sum").item()
                     == self.accelerator.num_processes)
-
-    def rewrap_module(self):
-        """Wrap the module again after parameters were unfrozen: the
-        gradient all-reduce covers the parameters that trained when it was
-        wrapped."""
-        if self._wrapped_with_accelerator:
-            module = self.accelerator.unwrap_model(self.module_, keep_fp32_wrapper=False)
-            self.accelerator._models = [m for m in self.accelerator._models
-                                        if m is not self.module_]
-            self.module_ = self.accelerator.prepare(module)
 
 
 def _grad_scaler(device_type: str):
