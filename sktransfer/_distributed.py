@@ -54,17 +54,19 @@ class Processes:
     def main_decides(self, decide: Callable):
         """``decide()`` run on the main process, its result (or the exception
         it raised) returned (raised) on every process."""
-        result = None
+        result = error = None
         if self.is_main:
             try:
                 result = (True, decide())
-            except Exception as exc:  # re-raised on every process below
-                result = (False, _picklable(exc))
+            except Exception as exc:  # raised on every process below
+                error, result = exc, (False, _picklable(exc))
         if self.distributed:
             box = [result]
             torch.distributed.broadcast_object_list(box, src=0, device=self._comm_device)
             result = box[0]
         ok, value = result
+        if error is not None:
+            raise error  # the original, where it happened
         if not ok:
             raise value
         return value
@@ -209,7 +211,7 @@ def _picklable(exc: Exception) -> Exception:
     """``exc``, or a ``RuntimeError`` with its message where it does not pickle
     (it travels to the other processes)."""
     try:
-        pickle.dumps(exc)
+        pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")

@@ -228,14 +228,13 @@ class _TransferBase(BackboneEstimator):
                                    "warm_start", "accelerator")}
             if processes.distributed:  # the batches depend on it
                 params["processes"] = processes.world
+            # Every process hashes (side by side, not waiting in a collective);
+            # the main process decides and writes, the others follow.
+            digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
+                                           targets, weights)
             checkpoint = CheckpointDir(self.checkpoint_dir)
-
-            def decide():  # on the main process, which writes; the others follow
-                digest, unstable = fingerprint(
-                    params, map(source.content_key, range(len(source))), targets, weights)
-                return checkpoint.prepare(digest, seed, unstable, type(self).__name__)
-
-            resume, seed = processes.main_decides(decide)
+            resume, seed = processes.main_decides(lambda: checkpoint.prepare(
+                digest, seed, unstable, type(self).__name__))
 
         train_pos, valid_pos = self._split(targets[used], seed)
         if processes.distributed:

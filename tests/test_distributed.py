@@ -275,3 +275,21 @@ def test_each_process_needs_its_share_of_batches_and_validation():
         _check_shares(4, 6, 100, 0)
     with pytest.raises(ValueError, match="3 images.*validation_fraction"):
         _check_shares(4, 32, 100, 3)
+
+
+def test_the_main_process_raises_its_own_error():
+    """What the main process decides fails there with the original error (the
+    other processes get a copy that survives pickling)."""
+    from sktransfer._distributed import ONE_PROCESS, _picklable
+
+    class Unpicklable(Exception):
+        def __init__(self, a, b):
+            super().__init__(f"{a} {b}")
+
+    def decide():
+        raise Unpicklable(1, 2)
+
+    with pytest.raises(Unpicklable):
+        ONE_PROCESS.main_decides(decide)
+    copy = _picklable(Unpicklable(1, 2))
+    assert type(copy) is RuntimeError and "Unpicklable: 1 2" in str(copy)

@@ -62,7 +62,7 @@ def _benchmark(name):
 RESULTS = BENCH / "results"
 DOCS = sorted((README.parent / "docs").glob("*.md"))
 # Blocks of hand-written pages that a benchmark script renders.
-GENERATED = re.compile(r"<!-- (headline|multitask):start -->.*?<!-- \1:end -->", re.S)
+GENERATED = re.compile(r"<!-- (headline|multitask|distributed):start -->.*?<!-- \1:end -->", re.S)
 # A measurement written as a percentage with decimals ("85.4 %", "88.66%").
 PERCENTAGE = re.compile(r"(?<![\w.])(\d+)\.(\d+) ?%")
 

@@ -195,11 +195,12 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
         **placement,
     )
     net.initialize()
-    resumed = checkpoint.load(net) if resume else 0
-    if resumed and est.verbose and processes.is_main:
-        print(f"Resuming after epoch {resumed} from {checkpoint.path!r}.", file=sys.stderr)
     nan_epoch = None
     try:
+        resumed = checkpoint.load(net) if resume else 0
+        if resumed and est.verbose and processes.is_main:
+            print(f"Resuming after epoch {resumed} from {checkpoint.path!r}.",
+                  file=sys.stderr)
         net.partial_fit(train_data, None)
     except NonFiniteLoss as exc:
         if accelerator is not None:  # training ended without on_train_end
