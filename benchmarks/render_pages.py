@@ -38,6 +38,7 @@ def pages() -> dict:
     """path relative to the repository -> the text its results give."""
     import bench_before_after
     import bench_dask
+    import bench_distributed
     import bench_engines
     import bench_epoch
     import bench_extraction
@@ -58,6 +59,7 @@ def pages() -> dict:
 
     seed_text, headline = seed_claims.render(write=False)
     guide = ROOT / "docs" / "user_guide.md"
+    scaling = ROOT / "docs" / "scaling.md"
     out = {
         "benchmarks/results/transfer.md": bench_transfer.render(write=False),
         "benchmarks/results/transfer_selection.md": select_transfer_defaults.render(write=False),
@@ -80,6 +82,11 @@ def pages() -> dict:
         "benchmarks/results/reproducibility.md": bench_reproducibility.render(
             _json("reproducibility.json")),
         "benchmarks/results/gpu_check.md": gpu_check.render(_json("gpu_check.json")),
+        "benchmarks/results/distributed.md": bench_distributed.render(
+            _json("distributed.json")),
+        "docs/scaling.md": bench_distributed.docs_with_block(
+            scaling.read_text(), bench_distributed.docs_block(
+                _json("distributed.json"), _json("gpu_check.json"))),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
         "README.md": seed_claims.readme_with_headline((ROOT / "README.md").read_text(),
                                                       headline),
