@@ -235,6 +235,21 @@ def _f(x, digits=1):
     return f"{x:,.{digits}f}"
 
 
+def _fit_rows(r: dict, settings, precision) -> list[str]:
+    """One table row per fit ``r[setting]`` (``precision(fit)`` in the second
+    column), and a blank line."""
+    rows = []
+    for p in settings:
+        f = r.get(p, {})
+        if "fit_s" not in f:
+            rows.append(f"| {p} | {f.get('skipped', '')} | | | | | | |")
+            continue
+        rows.append(f"| {p} | {precision(f)} | {_f(f['fit_s'])} | {f['epochs_run']} | "
+                    f"{_f(float(np.mean(f['epoch_s'])), 2)} | {100 * f['accuracy']:.2f} % | "
+                    f"{f['roc_auc']:.4f} | {_f(f['predict_s'], 2)} |")
+    return rows + [""]
+
+
 def render(result: dict) -> str:
     """The results page of one run."""
     c = result["checks"]
@@ -264,31 +279,14 @@ def render(result: dict) -> str:
                       "(measured, not used to choose anything).", "",
                       "| precision | trunk / training | fit (s) | epochs | mean epoch (s) "
                       "| accuracy | ROC AUC | predict (s) |", "|---|---|---|---|---|---|---|---|"]
-            for p in ("auto", "float32"):
-                f = r.get(p, {})
-                if "fit_s" not in f:
-                    lines.append(f"| {p} | {f.get('skipped', '')} | | | | | | |")
-                    continue
-                lines.append(f"| {p} | {f['frozen_precision']} / {f['training_precision']} | "
-                             f"{_f(f['fit_s'])} | {f['epochs_run']} | "
-                             f"{_f(float(np.mean(f['epoch_s'])), 2)} | "
-                             f"{100 * f['accuracy']:.2f} % | {f['roc_auc']:.4f} | "
-                             f"{_f(f['predict_s'], 2)} |")
-            lines.append("")
+            lines += _fit_rows(r, ("auto", "float32"), lambda f: (
+                f"{f['frozen_precision']} / {f['training_precision']}"))
         elif name == "accelerate":
             lines += ["`TransferClassifier(random_state=0, accelerator=Accelerator("
                       "mixed_precision=...))` on one GPU, the same split and images:", "",
                       "| mixed precision | frozen part | fit (s) | epochs | mean epoch (s) "
-                      "| accuracy | ROC AUC |", "|---|---|---|---|---|---|---|"]
-            for p in ("no", "bf16", "fp16"):
-                f = r.get(p, {})
-                if "fit_s" not in f:
-                    lines.append(f"| {p} | {f.get('skipped', '')} | | | | | |")
-                    continue
-                lines.append(f"| {p} | {f['frozen_precision']} | {_f(f['fit_s'])} | "
-                             f"{f['epochs_run']} | {_f(float(np.mean(f['epoch_s'])), 2)} | "
-                             f"{100 * f['accuracy']:.2f} % | {f['roc_auc']:.4f} |")
-            lines.append("")
+                      "| accuracy | ROC AUC | predict (s) |", "|---|---|---|---|---|---|---|---|"]
+            lines += _fit_rows(r, ("no", "bf16", "fp16"), lambda f: f["frozen_precision"])
         elif name == "extraction":
             lines += [f"`PretrainedFeatureExtractor(batch_size=256)`, all {r['n_images']:,} "
                       "ELPV images from PNG (decode, resize, network), after a warm-up batch:",
