@@ -14,6 +14,7 @@ identity.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import threading
 from collections.abc import Callable
@@ -23,6 +24,10 @@ import torch
 
 # One group per process, so one distributed fit at a time in it.
 _FIT_LOCK = threading.Lock()
+#: How to avoid the refusals of a copy of the estimator outside its processes.
+_USE_ONE_JOB = ("A scikit-learn search or cross-validation over an estimator with an "
+                "accelerator must use n_jobs=1: each launched process is already one "
+                "worker of the fit.")
 
 
 class Processes:
@@ -71,16 +76,20 @@ class Processes:
             raise value
         return value
 
-    def check_same(self, what: str, value: bytes) -> None:
-        """Raise on every process unless every process holds the same ``value``."""
+    def check_same_data(self, n_images: int, targets, weights) -> None:
+        """Raise on every process unless every process was given the same
+        number of images, targets and sample weights."""
         if not self.distributed:
             return
-        values = [None] * self.world
-        torch.distributed.all_gather_object(values, value)
-        other = [r for r, v in enumerate(values) if v != values[0]]
+        h = hashlib.sha256()
+        for a in (n_images, targets, weights):
+            h.update(pickle.dumps(np.asarray(a), protocol=4))
+        digests = [None] * self.world
+        torch.distributed.all_gather_object(digests, h.digest())
+        other = [r for r, d in enumerate(digests) if d != digests[0]]
         if other:
             raise ValueError(
-                f"The processes of this fit were given different {what}: ranks {other} "
+                f"The processes of this fit were given different data: ranks {other} "
                 "differ from rank 0 in the number of images, the targets or the sample "
                 "weights. Every process must call fit with the same images, targets and "
                 "sample weights (each trains on its share of them).")
@@ -134,9 +143,7 @@ class Processes:
         if self.distributed and not _FIT_LOCK.acquire(blocking=False):
             raise RuntimeError(
                 "Another fit with an accelerator is running in this process. A process "
-                "group trains one model at a time: a scikit-learn search over an "
-                "estimator with an accelerator must use n_jobs=1 (each launched process "
-                "already is one worker of the fit).")
+                f"group trains one model at a time. {_USE_ONE_JOB}")
         return self
 
     def __exit__(self, *exc):
@@ -184,25 +191,16 @@ def check_accelerator(accelerator, owner: str) -> Processes:
     if isinstance(accelerator, PickledAccelerator):
         raise RuntimeError(
             f"{owner} was pickled with an accelerator, which stays with the processes "
-            "that were launched with it. A scikit-learn search or cross-validation with "
-            "n_jobs>1 pickles the estimator into worker processes: use n_jobs=1 (each "
-            "launched process is already one worker of the fit). To fit a loaded "
-            "estimator again, set accelerator=None or a new Accelerator().")
-    try:
-        world = int(accelerator.num_processes)
-    except Exception as exc:  # an unpickled copy without its state
-        raise RuntimeError(
-            f"{owner}: accelerator={accelerator!r} is not usable in this process "
-            f"({exc!r}); it belongs to the processes that created it. A scikit-learn "
-            "search over an estimator with an accelerator must use n_jobs=1.") from exc
+            "that were launched with it (n_jobs>1 pickles the estimator into worker "
+            f"processes). {_USE_ONE_JOB} To fit a loaded estimator again, set "
+            "accelerator=None or a new Accelerator().")
+    world = int(accelerator.num_processes)
     if world > 1 and not (torch.distributed.is_available()
                           and torch.distributed.is_initialized()):
         raise RuntimeError(
             f"{owner}: the accelerator describes {world} processes, but this process "
-            "is not one of them (no torch.distributed process group here): a "
-            "scikit-learn search or cross-validation with n_jobs>1 copies the "
-            "estimator into worker processes. Use n_jobs=1; each launched process is "
-            "already one worker of the fit.")
+            "is not one of them (no torch.distributed process group here: n_jobs>1 "
+            f"copies the estimator into worker processes). {_USE_ONE_JOB}")
     _check_settings(accelerator, owner)
     return Processes(accelerator)
 
@@ -245,12 +243,3 @@ def _check_settings(accelerator, owner: str) -> None:
             f"{owner}: torch.compile through the accelerator (dynamo_backend="
             f"{getattr(dynamo, 'name', dynamo)}) is not supported; launch without it.")
 
-
-def object_digest(*arrays) -> bytes:
-    """A short digest of arrays, to check that every process has the same data."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(pickle.dumps(np.asarray(a), protocol=4))
-    return h.digest()

@@ -22,7 +22,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from . import _device, _tasks
 from ._base import BackboneEstimator
 from ._device import worker_threads
-from ._distributed import PickledAccelerator, check_accelerator, object_digest
+from ._distributed import PickledAccelerator, check_accelerator
 from ._images import ArrayLike, ImageInput, check_images
 from ._inference import FLIPS
 from ._inputs import Preprocess
@@ -218,7 +218,7 @@ class _TransferBase(BackboneEstimator):
         used = np.flatnonzero(weights > 0)
         if not len(used):
             raise ValueError("No image has both a positive sample weight and a label.")
-        processes.check_same("data", object_digest(len(source), targets, weights))
+        processes.check_same_data(len(source), targets, weights)
         # Every process draws what the main process draws (split, head, order).
         seed = processes.main_decides(lambda: draw_seed(self.random_state))
         checkpoint, resume = None, False

@@ -162,7 +162,7 @@ def fit_top(est, network: BackboneNetwork, source: ImageSource, train_idx, valid
     if speaks and sys.stderr.isatty():
         callbacks.append(("progress", ProgressBar()))
 
-    accelerator = getattr(est, "accelerator", None)
+    accelerator = processes.accelerator
     if accelerator is None:
         net_class, placement = TransferNet, dict(
             device=str(est.device_),
