@@ -2,7 +2,7 @@
 
 import importlib
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.3.0.dev0"
 
 # Everything is loaded on first use: ``import sktransfer`` stays cheap, and a
 # service that only runs an exported ONNX graph (``sktransfer.serving``)

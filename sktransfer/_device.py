@@ -31,27 +31,28 @@ PRECISION_OPTIONS = ("auto", "float32", "bfloat16")
 
 
 @functools.cache
+def _cpu_flags() -> frozenset:
+    """The CPU's feature flags, read once from ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return frozenset()
+    return frozenset(flag for line in text.splitlines() if line.startswith("flags")
+                     for flag in line.partition(":")[2].split())
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AMX or AVX512-BF16).
 
     Without those instructions bf16 autocast is emulated and slower than fp32.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
-@functools.cache
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tile units for bf16 (Intel Xeon since Sapphire Rapids)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
+    return "amx_bf16" in _cpu_flags()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

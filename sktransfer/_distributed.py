@@ -76,13 +76,15 @@ class Processes:
             raise value
         return value
 
-    def check_same_data(self, n_images: int, targets, weights) -> None:
+    def check_same_data(self, source, targets, weights) -> None:
         """Raise on every process unless every process was given the same
-        number of images, targets and sample weights."""
+        images (their contents, in order), targets and sample weights."""
         if not self.distributed:
             return
         h = hashlib.sha256()
-        for a in (n_images, targets, weights):
+        for key in map(source.content_key, range(len(source))):
+            h.update(key.encode())
+        for a in (targets, weights):
             h.update(pickle.dumps(np.asarray(a), protocol=4))
         digests = [None] * self.world
         torch.distributed.all_gather_object(digests, h.digest())
@@ -90,9 +92,9 @@ class Processes:
         if other:
             raise ValueError(
                 f"The processes of this fit were given different data: ranks {other} "
-                "differ from rank 0 in the number of images, the targets or the sample "
-                "weights. Every process must call fit with the same images, targets and "
-                "sample weights (each trains on its share of them).")
+                "differ from rank 0 in the images, the targets or the sample weights. "
+                "Every process must call fit with the same images, targets and sample "
+                "weights (each trains on its share of them).")
 
     def sum(self, values) -> np.ndarray:
         """Element-wise sum over the processes (float64)."""

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +23,7 @@ from . import _testing
 from ._export import OPSET, export_torch
 from ._io import atomic_write
 from ._process_cache import cache
+from ._store import graph_path
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 
@@ -49,15 +47,6 @@ def available(engine: str) -> bool:
     return True
 
 
-def graph_key(*, backbone: str, weights_id: str, stop: int | None, pool: bool, size: int,
-              n_units: int, start: int = 0) -> str:
-    """Identity of a frozen part's graph: what it computes, from which weights."""
-    settings = {"backbone": backbone, "weights_id": weights_id, "start": start, "stop": stop,
-                "pool": pool, "size": int(size), "n_units": n_units,
-                "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
-
-
 def _export(module: torch.nn.Module, example: torch.Tensor) -> bytes:
     # A copy: the estimator's network stays where it is, in its memory format.
     module = copy.deepcopy(module).float().cpu().eval().to(memory_format=torch.contiguous_format)
@@ -71,10 +60,11 @@ def graph(module: torch.nn.Module, key: str, example,
           memory: str | os.PathLike | None = None) -> bytes:
     """The ONNX graph of ``module`` (traced on ``example()``, its batch
     dimension dynamic): from this process's cache, from ``memory``'s
-    directory, or exported now (and stored in both)."""
+    directory, or exported now (and stored in both). ``key``: its name,
+    :meth:`~sktransfer._trunk.FrozenTrunk.graph_key`."""
 
     def make():
-        path = Path(memory) / "sktransfer-onnx" / f"{key}.onnx" if memory else None
+        path = graph_path(memory, key) if memory else None
         if path is not None and path.is_file():
             return path.read_bytes()
         data = _export(module, example())

@@ -16,7 +16,6 @@ from ._images import ImageInput, check_images
 from ._inference import run
 from ._inputs import Preprocess
 from ._layout import SPATIAL, channels_first, guess_layout
-from ._persistence import check_input_columns
 
 
 def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
@@ -67,15 +66,14 @@ def grad_cam(network, x: torch.Tensor, targets: torch.Tensor | None,
     return cam / peak
 
 
-def _task_logits(estimator, task):
+def _task_logits(tasks, task):
     """The classes of the task explained, its slice of the logits, and whether
     it is one sigmoid."""
-    tasks = estimator._tasks
-    if estimator.n_outputs_ == 1:
+    if tasks.n_outputs == 1:
         if task not in (None, 0):
             raise ValueError(f"task={task!r}: this model has one target; leave task=None.")
-        return estimator.classes_, slice(None), False
-    k = len(tasks.classes)
+        return tasks.classes[0], slice(None), False
+    k = tasks.n_outputs
     if task is None or not isinstance(task, (int, np.integer)) or not 0 <= task < k:
         raise ValueError(f"task={task!r}: this model has {k} targets (a 2-D y); pass "
                          f"task=<column index in 0..{k - 1}> to choose the head explained.")
@@ -83,15 +81,11 @@ def _task_logits(estimator, task):
     return tasks.classes[task], slice(int(start), int(stop)), tasks.multilabel
 
 
-def explain(estimator, X, target=None, *, task=None) -> np.ndarray:
-    """Grad-CAM of a fitted :class:`TransferClassifier`; see its ``explain``."""
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(estimator)
-    classes, logits, binary = _task_logits(estimator, task)
-    check_input_columns(estimator, X, reset=False)
-    source = check_images(X)
-    n, size = len(source), estimator.image_size_
+def explain(outputs, source, target=None, *, task=None) -> np.ndarray:
+    """Grad-CAM of a fitted classifier's :class:`~sktransfer._outputs.Outputs`
+    on the images of ``source``; see ``TransferClassifier.explain``."""
+    classes, logits, binary = _task_logits(outputs.encoder, task)
+    n, size = len(source), outputs.feed.preprocess.size
     targets = None  # the predicted classes, found in the Grad-CAM pass itself
     if target is not None:
         labels = np.broadcast_to(np.asarray(target, dtype=object), (n,))
@@ -101,26 +95,23 @@ def explain(estimator, X, target=None, *, task=None) -> np.ndarray:
             where = "" if task is None else f"[{task}]"
             raise ValueError(f"target {unknown} is not among classes_{where} {known}.")
         targets = np.array([known.index(t) for t in labels])
-    network, trunk = estimator.model_, estimator.trunk_
-    device = estimator.device_
+    network, frozen, device = outputs.network, outputs.frozen, outputs.feed.device
 
     def cam(x, pos):
         t = None if targets is None else torch.as_tensor(targets[pos], device=device)
-        if trunk is not None:
+        if network.cut:
             with torch.no_grad():
-                frozen = trunk(network, x)
-            if frozen.ndim == 4:  # the map to explain is the trunk's output or after it
-                return grad_cam(network, frozen.float(), t, logits, binary,
-                                start=trunk.stop, size=x.shape[-2:])
+                h = frozen(x)
+            if h.ndim == 4:  # the map to explain is the frozen part's output or after it
+                return grad_cam(network, h.float(), t, logits, binary,
+                                start=network.cut, size=x.shape[-2:])
         # The last map lies inside the frozen units: the gradient must reach it there.
         return grad_cam(network, x, t, logits, binary)
 
     out = np.empty((n, size, size), dtype=np.float32)
     # torch.autograd.grad differentiates with respect to the feature map
     # only: no parameter's .grad is written, and the model is left as it was.
-    for pos, (maps,) in run(source, range(n), preprocess=Preprocess(**estimator.preprocess_),
-                            batch_size=estimator.batch_size, n_jobs=estimator.n_jobs,
-                            device=device, fn=cam, mode="grad"):
+    for pos, (maps,) in outputs.feed.run(source, range(n), fn=cam, mode="grad"):
         out[pos] = maps.cpu().numpy()
     return out
 

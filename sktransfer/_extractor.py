@@ -16,8 +16,10 @@ from ._base import BackboneEstimator
 from ._device import worker_threads
 from ._images import ImageError, ImageInput, ImageWarning, check_images
 from ._inputs import Preprocess, iter_batches
-from ._persistence import check_input_columns
+from ._outputs import Outputs
+from ._persistence import check_input_columns, input_columns
 from ._random import draw_seed
+from ._trunk import FrozenPart
 
 
 class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin,
@@ -87,7 +89,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         Threads decoding image files in parallel (``-1``: one per CPU).
         ``None`` means 1.
     memory : str, path, joblib.Memory or None, default=None
-        Directory of the embedding cache. Each image is then embedded once
+        Directory where the features are stored. Each image is then embedded once
         per set of settings, keyed by the hash of its content, so a grid
         search over the downstream model never embeds an image twice. The
         exported ONNX graph is kept there too.
@@ -218,43 +220,48 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self : PretrainedFeatureExtractor
             The fitted extractor.
         """
-        check_input_columns(self, X, reset=True)
+        columns = input_columns(X)
         source = check_images(X, skipped=[] if self.on_error == "nan" else None)
-        network = self._build_network(source, draw_seed(self.random_state))
-        self.layer_module_ = self._resolve_layer(network.backbone)
-        self.model_ = network.requires_grad_(False).eval()
-        self._resolve_engine()
+        network, fitted = self._build_network(source, draw_seed(self.random_state))
+        network.requires_grad_(False).eval()
+        layer_module = self._resolve_layer(network.backbone, fitted["stages_"])
+        engine = self._resolve_engine(fitted["device_"])
         # The units the features need (None: all, the pooled features).
         names = network.unit_names
-        stop = None if self.layer_module_ is None else (
-            names.index(self.layer_module_) + 1 if self.layer_module_ in names else None)
-        inside = self.layer_module_ is not None and stop is None  # a layer inside a unit
-        if inside and self.engine_ != "torch":
+        cut = None if layer_module is None else (
+            names.index(layer_module) + 1 if layer_module in names else None)
+        inside = layer_module is not None and cut is None  # a layer inside a unit
+        if inside and engine != "torch":
             if self.engine != "auto":
                 raise ValueError(
                     f"layer={self.layer!r} is inside a unit of {self.backbone}, which cannot "
                     f"be exported to ONNX for engine={self.engine!r}; use engine='torch', "
                     "layer='pooled' or a stage.")
-            self.engine_ = "torch"
-        self.trunk_ = self._make_trunk(
-            network, stop=stop, pool=stop is not None, units_id=self.weights_id_,
-            kind="embeddings", layer_module=self.layer_module_ if inside else None)
-        probe = torch.zeros(1, 3, self.image_size_, self.image_size_, device=self.device_)
+            engine = "torch"
+        trunk = self._frozen_trunk(
+            network, fitted, engine=engine, cut=cut, pool=cut is not None,
+            weights_id=fitted["weights_id_"], kind="embeddings",
+            layer_module=layer_module if inside else None)
+        probe = torch.zeros(1, 3, fitted["image_size_"], fitted["image_size_"],
+                            device=fitted["device_"])
         with torch.inference_mode():
-            self.n_features_out_ = int(self.trunk_(self.model_, probe).shape[1])
+            n_features = int(trunk(network, probe).shape[1])
+        self._set_fitted({**columns, **fitted, "model_": network, "layer_module_": layer_module,
+                          "trunk_": trunk, "engine_": trunk.engine,
+                          "precision_": trunk.precision, "n_features_out_": n_features})
         return self
 
-    def _resolve_layer(self, model: torch.nn.Module) -> str | None:
+    def _resolve_layer(self, model: torch.nn.Module, stages: list[str]) -> str | None:
         if self.layer == "pooled":
             return None
-        n = len(self.stages_)
+        n = len(stages)
         if self.layer.startswith("stage") and self.layer[5:].isdigit():
             k = int(self.layer[5:])
             if not 1 <= k <= n:
                 raise ValueError(
                     f"layer={self.layer!r}: {self.backbone} has {n} stages "
-                    f"(stage1..stage{n}: {self.stages_}).")
-            return self.stages_[k - 1]
+                    f"(stage1..stage{n}: {stages}).")
+            return stages[k - 1]
         names = dict(model.named_modules())
         if self.layer in names and self.layer:
             return self.layer
@@ -284,7 +291,7 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
             images that could not be read.
         """
         check_is_fitted(self)
-        check_input_columns(self, X, reset=False)
+        check_input_columns(self, X)
         problems = []
         source = check_images(X, skipped=problems)
         n = len(source)
@@ -296,12 +303,12 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         out = np.empty((n, self.n_features_out_), dtype=np.float32)
         bad = {i for i, _, _ in problems}
         todo = [i for i in range(n) if i not in bad]
-        cache = self.trunk_.store(self.n_features_out_, np.float32)
-        if cache is not None:
+        store = self.trunk_.store(self.n_features_out_, np.float32)
+        if store is not None:
             keys = {i: source.content_key(i) for i in todo}
             missing = []
             for i in todo:
-                vec = cache.get(keys[i])
+                vec = store.get(keys[i])
                 if vec is None:
                     missing.append(i)
                 else:
@@ -310,16 +317,17 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
         unreadable = [] if self.on_error == "nan" else None
         bar = tqdm(total=len(todo), unit="img", disable=not self.verbose or not todo,
                    desc=type(self).__name__)
+        outputs = self.__sktransfer_outputs__()
         with bar:
-            for pos, (feats,) in self._run(source, todo,
-                                            fn=lambda x, _: self.trunk_(self.model_, x),
-                                            skipped=unreadable, progress=bar):
+            for pos, (feats,) in outputs.feed.run(source, todo,
+                                                   fn=lambda x, _: outputs.frozen(x),
+                                                   skipped=unreadable, progress=bar):
                 rows = [todo[p] for p in pos]
                 feats = feats.float().cpu().numpy()
                 out[rows] = feats
-                if cache is not None:
+                if store is not None:
                     for i, vec in zip(rows, feats):
-                        cache.put(keys[i], vec)
+                        store.put(keys[i], vec)
         problems = sorted(problems + (unreadable or []))
         if problems:
             out[[i for i, _, _ in problems]] = np.nan
@@ -327,6 +335,13 @@ class PretrainedFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMix
                 f"{ImageError(problems)}\nTheir rows are NaN (on_error='nan').", problems),
                 stacklevel=2)
         return out
+
+    def __sktransfer_outputs__(self) -> Outputs:
+        """What this fitted extractor computes (see :mod:`sktransfer._outputs`):
+        the features of the network up to ``layer``, as :meth:`transform` runs it."""
+        check_is_fitted(self)
+        return Outputs("features", self.model_, FrozenPart(self.model_, self.trunk_),
+                       self._feed(), width=self.n_features_out_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -151,7 +151,7 @@ class ImageSource:
         return min(np.shape(item)[:2])
 
     def content_key(self, i: int) -> str:
-        """SHA-256 of the image content (not its name) for the cache."""
+        """SHA-256 of the image content (not its name): the image's key in stores."""
         item = self.items[i]
         if isinstance(item, (str, os.PathLike)):
             return _file_digest(os.fspath(item))

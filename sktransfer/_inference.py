@@ -15,6 +15,7 @@ frozen trunk and the trained top each apply the precision policy
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -81,3 +82,19 @@ def run(source: ImageSource, indices: Sequence[int], *, preprocess: Preprocess,
         if progress is not None:
             progress.update(len(pos))
         yield pos, outputs
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How images reach a network: preprocessing, batch size, decoding
+    threads and device, the settings :func:`run` takes besides the images."""
+
+    preprocess: Preprocess
+    batch_size: int
+    n_jobs: int | None
+    device: torch.device
+
+    def run(self, source: ImageSource, indices: Sequence[int], **kwargs):
+        """:func:`run` with these settings (``fn``, ``views``, ``mode``... as there)."""
+        return run(source, indices, preprocess=self.preprocess, batch_size=self.batch_size,
+                   n_jobs=self.n_jobs, device=self.device, **kwargs)

@@ -58,7 +58,7 @@ class BackboneNetwork(nn.Module):
         Module names of the ends of the stages, shallowest first.
     n_features : int
         Width of the pooled features.
-    n_outputs : int, tuple of int or None
+    head_widths : int, tuple of int or None
         Width of the new head; a tuple: one linear head per task, of these
         widths, their logits concatenated; ``None`` for no head (feature
         extraction).
@@ -67,31 +67,40 @@ class BackboneNetwork(nn.Module):
     layouts : dict of str to str, default=None
         Layout of each module's output (``"NCHW"``, ``"NHWC"``, ``"NLC"``,
         ``"NC"``) by qualified name: :attr:`Backbone.layouts`.
+    name : str, default=""
+        The backbone's registry name.
+    input_size : int or None, default=None
+        The input size the backbone's weights were trained at.
     """
 
     def __init__(self, backbone: nn.Module, unit_names: list[str], stages: list[str],
-                 n_features: int, n_outputs=None, dropout: float = 0.0, layouts=None):
+                 n_features: int, head_widths=None, dropout: float = 0.0, layouts=None,
+                 name: str = "", input_size: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.unit_names = list(unit_names)
         self.stages = list(stages)
         self.layouts = dict(layouts or {})
         self.n_features = int(n_features)
-        if n_outputs is None:
+        #: The backbone's registry name, and the input size its weights were trained at.
+        self.name = name
+        self.input_size = input_size
+        if head_widths is None:
             self.head = None
-        elif isinstance(n_outputs, int):
+        elif isinstance(head_widths, int):
             self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                      nn.Linear(self.n_features, n_outputs))
+                                      nn.Linear(self.n_features, head_widths))
         else:  # one head per task (sktransfer._tasks)
             from ._tasks import MultiLinear
 
             self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout),
-                                      MultiLinear(self.n_features, n_outputs))
-        self.n_frozen = 0
+                                      MultiLinear(self.n_features, head_widths))
+        #: The cut point: the units before it are frozen.
+        self.cut = 0
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, size: int,
-                      n_outputs: int | tuple[int, ...] | None = None,
+                      head_widths: int | tuple[int, ...] | None = None,
                       dropout: float = 0.0) -> BackboneNetwork:
         """Build from a loaded backbone, checking it at ``size`` x ``size`` inputs.
 
@@ -123,7 +132,17 @@ class BackboneNetwork(nn.Module):
             except Exception:  # a forward that is not a chain of its children
                 chain = False
         return cls(model, units if chain else [""], backbone.stages, expected.shape[1],
-                   n_outputs, dropout, layouts=backbone.layouts)
+                   head_widths, dropout, layouts=backbone.layouts, name=backbone.name,
+                   input_size=backbone.input_size)
+
+    def __setstate__(self, state):
+        # A network pickled by sktransfer 0.2 called its cut point n_frozen,
+        # and knew neither its backbone's name nor its input size.
+        if "n_frozen" in state:
+            state["cut"] = state.pop("n_frozen")
+        state.setdefault("name", "")
+        state.setdefault("input_size", None)
+        super().__setstate__(state)
 
     # -- structure ------------------------------------------------------------
 
@@ -161,13 +180,14 @@ class BackboneNetwork(nn.Module):
             return None
         return ends[0]
 
-    def frozen_units(self, trainable_stages, name: str) -> tuple[int, list[int]]:
-        """Leading units to freeze for ``trainable_stages``, and the gradual schedule.
+    def frozen_units(self, trainable_stages) -> tuple[int, list[int]]:
+        """The cut point for ``trainable_stages`` (the units before it are
+        frozen), and the gradual schedule.
 
         ``k``: the last k stages train, with what follows them (the neck) and
         the head; ``0``: the head only; ``"all"``: everything; ``"gradual"``:
         the head first, then one more stage per epoch, deepest first. The
-        schedule lists the frozen prefix from the second epoch on.
+        schedule lists the cut point from the second epoch on.
         """
         n = len(self.stages)
         if trainable_stages == "all" or (trainable_stages == n and n > 0):
@@ -177,25 +197,26 @@ class BackboneNetwork(nn.Module):
         ends = self.stage_ends()
         if not ends or None in ends:
             raise ValueError(
-                f"trainable_stages={trainable_stages!r}: {name} cannot be cut between its "
+                f"trainable_stages={trainable_stages!r}: {self.name} cannot be cut between its "
                 "stages (its forward is not a chain of its modules); use trainable_stages=0 "
                 "(the head only) or 'all'.")
         if trainable_stages == "gradual":
             return self.n_units, [ends[k] for k in range(n - 2, -1, -1)] + [0]
         if trainable_stages > n:
             raise ValueError(
-                f"trainable_stages={trainable_stages}: {name} has {n} stages; use an int "
+                f"trainable_stages={trainable_stages}: {self.name} has {n} stages; use an int "
                 f"in 0..{n}, 'all' or 'gradual'.")
         return ends[n - trainable_stages - 1], []
 
-    def units_digest(self, stop: int) -> str:
-        """SHA-256 of the weights and buffers of the first ``stop`` units.
+    def weights_id(self, cut: int) -> str:
+        """SHA-256 of the weights and buffers of the units before ``cut``.
 
-        The identity of a frozen part as it is now: after a fit trained a
-        unit, the pretrained weights' identity no longer describes it.
+        The identity of a frozen part's weights as they are now: after a fit
+        trained a unit, the pretrained weights' identity no longer describes
+        it.
         """
         h = hashlib.sha256()
-        for i in range(stop):
+        for i in range(cut):
             for name, t in self.unit(i).state_dict().items():
                 t = t.detach().cpu().contiguous().reshape(-1)
                 h.update(f"{i}:{name}:{t.dtype}:{t.numel()}".encode())
@@ -204,18 +225,18 @@ class BackboneNetwork(nn.Module):
 
     # -- freezing -------------------------------------------------------------
 
-    def freeze_first(self, n_units: int) -> None:
-        """Freeze the first ``n_units`` units; everything after trains."""
-        self.n_frozen = int(n_units)
+    def freeze_before(self, cut: int) -> None:
+        """Freeze the units before ``cut``; everything after trains."""
+        self.cut = int(cut)
         for i in range(self.n_units):
-            self.unit(i).requires_grad_(i >= self.n_frozen)
+            self.unit(i).requires_grad_(i >= self.cut)
         if self.head is not None:
             self.head.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for i in range(self.n_frozen):
+        for i in range(self.cut):
             self.unit(i).eval()  # frozen BatchNorm keeps its running statistics
         return self
 
@@ -245,20 +266,17 @@ class BackboneNetwork(nn.Module):
 
 
 class TopNetwork(nn.Module):
-    """What a training step updates: the network from its first unfrozen unit on.
+    """What a training step updates: the network from its cut point on.
 
-    Its input is the output of the frozen units, which the training data
-    pipeline computes (once per fit, or per batch). ``start=0``: the whole
-    network, whatever is frozen (a fit with gradual unfreezing may end
-    before every stage is unfrozen, and then nothing stays fixed to store).
+    Its input is the output of the frozen units (the units before
+    ``network.cut``), which the training data pipeline computes (once per
+    fit, or per batch) and prediction computes the same way.
     """
 
-    def __init__(self, network: BackboneNetwork, start: int | None = None):
+    def __init__(self, network: BackboneNetwork):
         super().__init__()
         self.network = network
-        self.start = start
 
     def forward(self, x):
         net = self.network
-        start = net.n_frozen if self.start is None else self.start
-        return net.head(net.forward_units(x, start).flatten(1))
+        return net.head(net.forward_units(x, net.cut).flatten(1))

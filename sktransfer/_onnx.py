@@ -26,8 +26,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._export import INPUT, OPSET, ExportError, export_torch
 from ._images import check_images
-from ._inference import FLIPS, apply_view
-from ._inputs import Preprocess, iter_batches
+from ._inference import apply_view
+from ._inputs import iter_batches
 from ._io import atomic_write
 from ._trunk import TrunkModule
 
@@ -112,32 +112,32 @@ class _Graph(torch.nn.Module):
         return out
 
 
-def _graph_module(estimator) -> tuple[_Graph, str]:
-    """The :class:`_Graph` of a fitted estimator and the name of its output."""
-    from ._extractor import PretrainedFeatureExtractor
-
-    if is_classifier(estimator) and estimator.n_outputs_ > 1:
+def _graph_module(estimator, outputs) -> tuple[_Graph, str]:
+    """The :class:`_Graph` of a fitted estimator (described by ``outputs``,
+    its :class:`~sktransfer._outputs.Outputs`) and the name of its output."""
+    if outputs.kind == "classes" and outputs.encoder.n_outputs > 1:
         raise ExportError(
-            f"This TransferClassifier has {estimator.n_outputs_} targets (a 2-D y); export "
-            "covers one target: its graph's outputs are one probability matrix and one "
-            "label. Fit one model per target to export, or serve this one with predict.")
-    network = copy.deepcopy(estimator.model_).float().cpu().eval()
+            f"This TransferClassifier has {outputs.encoder.n_outputs} targets (a 2-D y); "
+            "export covers one target: its graph's outputs are one probability matrix and "
+            "one label. Fit one model per target to export, or serve this one with predict.")
+    network = copy.deepcopy(outputs.network).float().cpu().eval()
     network = network.to(memory_format=torch.contiguous_format)
-    pre = estimator.preprocess_
-    if isinstance(estimator, PretrainedFeatureExtractor):
-        stop = estimator.trunk_.stop  # the units the features need, as the engines cut them
-        if estimator.trunk_.layer_module is not None:
+    pre = outputs.feed.preprocess
+    pre = {"mean": pre.mean.flatten().tolist(), "std": pre.std.flatten().tolist()}
+    if outputs.kind == "features":
+        trunk = outputs.trunk  # the units the features need, as the engines cut them
+        if trunk.layer_module is not None:
             raise ExportError(
-                f"layer={estimator.layer!r} ({estimator.layer_module_}) is inside a unit "
-                f"of {estimator.backbone}, which the exporter cannot cut; export "
+                f"layer={estimator.layer!r} ({trunk.layer_module}) is inside a unit of "
+                f"{estimator.backbone}, which the exporter cannot cut; export "
                 f"layer='pooled' or a stage that ends a unit: "
-                f"{[s for s in estimator.stages_ if s in network.unit_names]}.")
-        return _Graph(network, pre, "features", stop=stop), "features"
-    views = FLIPS if estimator._use_tta() else ("identity",)
-    if is_classifier(estimator):
-        return _Graph(network, pre, "logits", views), "probabilities"
-    return _Graph(network, pre, "prediction", views, y_mean=estimator.y_mean_,
-                  y_scale=estimator.y_scale_, ravel=estimator._y_1d), "prediction"
+                f"{[s for s in network.stages if s in network.unit_names]}.")
+        return _Graph(network, pre, "features", stop=trunk.cut), "features"
+    if outputs.kind == "classes":
+        return _Graph(network, pre, "logits", outputs.views), "probabilities"
+    scaler = outputs.encoder
+    return _Graph(network, pre, "prediction", outputs.views, y_mean=scaler.mean,
+                  y_scale=scaler.scale, ravel=scaler.one_d), "prediction"
 
 
 # --------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def _add_label(model, classes: np.ndarray):
     return model
 
 
-def _metadata(estimator, preprocess: dict, outputs: list) -> dict:
+def _metadata(estimator, preprocess, outputs: list) -> dict:
     from . import __version__
 
     return {
@@ -245,8 +245,8 @@ def _metadata(estimator, preprocess: dict, outputs: list) -> dict:
         "sktransfer.estimator": _describe(estimator),
         "sktransfer.input": json.dumps({
             "name": INPUT, "dtype": "float32", "layout": "NCHW", "channels": "RGB",
-            "size": int(preprocess["size"]), "range": [0.0, 1.0],
-            "interpolation": preprocess["interpolation"]}),
+            "size": int(preprocess.size), "range": [0.0, 1.0],
+            "interpolation": preprocess.interpolation}),
         "sktransfer.outputs": json.dumps(outputs),
     }
 
@@ -355,19 +355,20 @@ def export_onnx(estimator, path, *, X=None, opset: int = OPSET) -> ExportReport:
 
     path = Path(path)
     head, steps = _split(estimator)
+    described = head.__sktransfer_outputs__()
     start = time.perf_counter()
-    module, output = _graph_module(head)
-    size = head.image_size_
+    module, output = _graph_module(head, described)
+    size = described.feed.preprocess.size
     if not steps:
         model = export_torch(module, size, output, opset)
         if output == "probabilities":
-            model = _add_label(model, np.asarray(head.classes_))
+            model = _add_label(model, np.asarray(described.encoder.classes[0]))
     else:
         model = export_torch(module, size, "features", opset)
-        skl = _convert_steps(steps, head.n_features_out_, opset)
+        skl = _convert_steps(steps, described.width, opset)
         model = _join(model, skl, _final_kind(steps[-1][1]))
     outputs = [o.name for o in model.graph.output]
-    for key, value in _metadata(estimator, head.preprocess_, outputs).items():
+    for key, value in _metadata(estimator, described.feed.preprocess, outputs).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "sktransfer"
@@ -377,7 +378,7 @@ def export_onnx(estimator, path, *, X=None, opset: int = OPSET) -> ExportReport:
         raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
     seconds = time.perf_counter() - start
     data = model.SerializeToString()
-    report = _check(estimator, head, data, X, outputs)
+    report = _check(described, steps, data, X, outputs)
     atomic_write(path, data)
     return ExportReport(path=str(path), outputs=outputs, opset=opset, file_size=len(data),
                         export_seconds=round(seconds, 3), **report)
@@ -417,61 +418,69 @@ def _join(features_model, skl_model, kind: str):
     return _rename_outputs(merged, names)
 
 
-def _float32_copy(estimator):
-    """A shallow copy of a fitted estimator that runs with torch at float32
-    and stores nothing (the check's images are not the user's)."""
-    ref = copy.copy(estimator)
-    ref.precision = "float32"  # the trained top's precision
-    ref.precision_ = "float32"
-    ref.engine_ = "torch"
-    ref.memory = None
-    if getattr(ref, "trunk_", None) is not None:
-        ref.trunk_ = ref.trunk_.replace(engine="torch", precision="float32", location=None)
-    return ref
-
-
-def _check_batch(head, X) -> np.ndarray:
+def _check_batch(feed, X) -> np.ndarray:
     """Preprocessed check images ``(n, 3, size, size)`` in [0, 1], float32."""
-    pre = Preprocess(**head.preprocess_)
+    pre = feed.preprocess
     if X is None:
         rng = np.random.default_rng(0)
         return rng.random((8, 3, pre.size, pre.size), dtype=np.float32)
     source = check_images(X)
     parts = [batch.numpy() for _, batch in iter_batches(
-        source, range(len(source)), head.batch_size, pre, head.n_jobs, normalize=False)]
+        source, range(len(source)), feed.batch_size, pre, feed.n_jobs, normalize=False)]
     return np.concatenate(parts)
 
 
-def _check(estimator, head, data: bytes, X, outputs: list) -> dict:
+def _expected(described, steps: list, images: np.ndarray) -> dict:
+    """What the estimator (and the pipeline's other steps) give at float32,
+    run by torch, storing nothing: the reference the file is checked against."""
+    reference = described.float32()
+    raw = reference.raw(check_images(images))
+    if steps:
+        rest = Pipeline(steps)
+        kind = _final_kind(steps[-1][1])
+        if kind == "classifier":
+            expected = {"label": rest.predict(raw)}
+            if hasattr(rest, "predict_proba"):  # skl2onnx's scores otherwise: not compared
+                expected["probabilities"] = rest.predict_proba(raw)
+            return expected
+        if kind == "regressor":
+            return {"prediction": rest.predict(raw)}
+        return {"features": rest.transform(raw)}
+    encoder = reference.encoder
+    if reference.kind == "classes":
+        proba = encoder.probabilities(raw)
+        return {"probabilities": proba[0], "label": encoder.labels(proba)}
+    if reference.kind == "targets":
+        return {"prediction": encoder.decode(raw)}
+    return {"features": raw}
+
+
+def float32_reference(estimator, X) -> dict:
+    """What a fitted sktransfer estimator gives for ``X`` run by torch at
+    float32, storing nothing: the reference :func:`export_onnx` checks a
+    file against (``"features"``; ``"probabilities"`` and ``"label"``;
+    ``"prediction"``)."""
+    return _expected(estimator.__sktransfer_outputs__(), [], X)
+
+
+def _check(described, steps: list, data: bytes, X, outputs: list) -> dict:
     """Run the file in ONNX Runtime and the estimator at float32 on one batch."""
     import onnxruntime as ort
 
-    batch = _check_batch(head, X)
+    batch = _check_batch(described.feed, X)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = dict(zip(outputs, session.run(None, {INPUT: batch})))
     # The estimator's own path on the same tensors: a stack of images of the
     # network's size is not resized, only normalised.
-    images = batch.transpose(0, 2, 3, 1)
-    if isinstance(estimator, Pipeline):
-        steps = [(n, s) for n, s in estimator.steps if s not in (None, "passthrough")]
-        pipe = Pipeline([(steps[0][0], _float32_copy(head))] + steps[1:])
-    else:
-        pipe = _float32_copy(head)
-    expected = {}
-    if "probabilities" in got:
-        expected["probabilities"] = pipe.predict_proba(images)
-        expected["label"] = pipe.predict(images)
-    elif "prediction" in got:
-        expected["prediction"] = pipe.predict(images)
-    else:
-        expected["features"] = pipe.transform(images)
+    expected = _expected(described, steps, batch.transpose(0, 2, 3, 1))
     diffs, agreement = {}, None
     for name, value in expected.items():
         if name == "label":
             agreement = float(np.mean(np.asarray(got[name]).astype(value.dtype) == value))
             continue
+        if name not in got:
+            continue
         value = np.asarray(value, dtype=np.float64)
         diffs[name] = float(np.max(np.abs(np.asarray(got[name], np.float64).reshape(
             value.shape) - value)))
     return {"n_check": len(batch), "max_abs_diff": diffs, "label_agreement": agreement}
-

@@ -11,23 +11,32 @@ from sklearn.utils.validation import _check_feature_names
 from . import _testing
 
 
-def check_input_columns(estimator, X, *, reset: bool) -> None:
-    """Record or check ``n_features_in_`` / ``feature_names_in_``.
+def input_columns(X) -> dict:
+    """The fitted attributes that record ``X``'s columns: ``n_features_in_``
+    and ``feature_names_in_`` (scikit-learn's meaning), for a fit to set.
 
     Only 2-D inputs (a DataFrame, or an array of flattened images) have
-    columns; lists of paths or stacks of images don't, and then
-    ``n_features_in_`` is not set.
+    columns; lists of paths or stacks of images don't, and then the dict
+    is empty (an earlier fit's attributes are removed with the rest).
     """
-    _check_feature_names(estimator, X, reset=reset)
+    holder = _Columns()
+    _check_feature_names(holder, X, reset=True)
+    columns = dict(vars(holder))
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 2:
+        columns["n_features_in_"] = int(shape[1])
+    return columns
+
+
+class _Columns:
+    """What scikit-learn's feature-name check writes to, instead of an estimator."""
+
+
+def check_input_columns(estimator, X) -> None:
+    """Check ``X``'s columns against those ``estimator`` was fitted on."""
+    _check_feature_names(estimator, X, reset=False)
     shape = getattr(X, "shape", None)
     n = int(shape[1]) if shape is not None and len(shape) == 2 else None
-    if reset:
-        if n is None:
-            if hasattr(estimator, "n_features_in_"):
-                del estimator.n_features_in_
-        else:
-            estimator.n_features_in_ = n
-        return
     expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and n is not None and n != expected:
         raise ValueError(

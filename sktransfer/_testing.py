@@ -116,7 +116,7 @@ FOR_BENCHMARKS = {
     "drop_head": ("._backbones", "drop_head"),
     "BUILTIN": ("._backbones", "BUILTIN"),
     "DEFAULT_BACKBONE": ("._backbones", "DEFAULT_BACKBONE"),
-    "float32_copy": ("._onnx", "_float32_copy"),
+    "float32_reference": ("._onnx", "float32_reference"),
     # compare's models, data and report
     "CLASSICAL_MODELS": ("._compare", "CLASSICAL_MODELS"),
     "MODELS": ("._compare", "MODELS"),

@@ -1,35 +1,40 @@
 """TransferClassifier and TransferRegressor: fine-tune a pretrained backbone.
 
 The estimators hold the parameters, their validation, the docs and the
-scikit-learn surface. Training is skorch's, in :mod:`sktransfer._training`;
-predictions go through the one inference path (:mod:`sktransfer._inference`).
+scikit-learn surface, and compose the parts of a fit: the target encoder
+(:mod:`sktransfer._tasks`), the network (:mod:`sktransfer._network`), its
+frozen part (:mod:`sktransfer._trunk`), the training data and the skorch net
+(:mod:`sktransfer._training`). Predictions run the estimator's output
+description (:mod:`sktransfer._outputs`), as ``explain``, ``export_onnx``
+and :mod:`sktransfer.dask` do.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import sys
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context, is_classifier
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from . import _device, _tasks
+from . import _transfer_docs as docs
 from ._base import BackboneEstimator
 from ._device import worker_threads
 from ._distributed import PickledAccelerator, check_accelerator
 from ._images import ArrayLike, ImageInput, check_images
 from ._inference import FLIPS
-from ._inputs import Preprocess
 from ._network import TopNetwork
-from ._persistence import check_input_columns
-from ._random import draw_seed, torch_rng
-from ._trunk import as_top_input
+from ._outputs import Outputs
+from ._persistence import check_input_columns, input_columns
+from ._random import draw_seed, torch_generator, torch_rng
+from ._training.data import check_shares
+from ._trunk import FrozenPart
 
 AUGMENT_OPTIONS = ("flips",)
 
@@ -116,32 +121,17 @@ class _TransferBase(BackboneEstimator):
 
     # -- hooks for the subclasses -------------------------------------------
 
-    def _encode_targets(self, y, weights, reset):
-        """``y`` as the network's targets; ``weights`` (of the images used)
-        for statistics such as the regressor's scaling."""
+    def _fit_target_encoder(self, y: np.ndarray, weights: np.ndarray):
+        """The target encoder fitted on ``y`` (:mod:`sktransfer._tasks`)."""
         raise NotImplementedError
 
-    def _target_weights(self, targets) -> np.ndarray | float:
-        """Per-image weights that come from the targets themselves (0 for an
-        image without any label)."""
-        return 1.0
-
-    def _criterion(self, targets, weights):
+    def _criterion(self, encoder, targets: np.ndarray, weights: np.ndarray):
         """The per-image loss, given the training part's targets and weights."""
         raise NotImplementedError
 
-    def _split(self, targets, seed):
-        raise NotImplementedError
-
-    @property
-    def _n_outputs(self) -> int:
-        """Width of the network's output (all tasks' logits)."""
-        raise NotImplementedError
-
-    @property
-    def _head_outputs(self):
-        """The new head: its width, or one width per task (several heads)."""
-        return self._n_outputs
+    def _stratify(self, encoder) -> np.ndarray | None:
+        """The classes to stratify the validation split by, or ``None``."""
+        return None
 
     # -- fit ----------------------------------------------------------------
 
@@ -149,6 +139,12 @@ class _TransferBase(BackboneEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ImageInput, y: ArrayLike, sample_weight: ArrayLike | None = None):
         """Fine-tune on images ``X`` with targets ``y``.
+
+        A fit either succeeds or leaves the estimator as it was: an image
+        that cannot be read, a NaN loss, an interruption, a split that
+        cannot be made or a process of a distributed fit that fails raise,
+        and an estimator fitted before still predicts as it did (an
+        unfitted one stays unfitted).
 
         Parameters
         ----------
@@ -185,100 +181,278 @@ class _TransferBase(BackboneEstimator):
                     "after the last finished epoch.") from exc
 
     def _fit(self, X, y, sample_weight, processes):
+        """Validate, compute in locals, then set every fitted attribute at once."""
         from . import _training
-        from ._training.checkpoint import CheckpointDir, fingerprint
 
-        continuing = self.warm_start and hasattr(self, "model_")
-        check_input_columns(self, X, reset=not continuing)
+        owner = type(self).__name__
+        continuing = self.warm_start and self.__sklearn_is_fitted__()
+
+        # -- validate: nothing is computed yet, and nothing is set.
+        if continuing:  # the columns of the first fit stay, as scikit-learn's warm starts keep them
+            check_input_columns(self, X)
+            self._check_continuation()
+            columns = {k: getattr(self, k) for k in ("n_features_in_", "feature_names_in_")
+                       if hasattr(self, k)}
+        else:
+            columns = input_columns(X)
         source = check_images(X)
-        if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
-                             "y is None.")
         try:
-            y = np.asarray(y)
-        except ValueError:  # numpy refuses rows of different lengths
-            raise ValueError("y is ragged: its rows have different lengths. Give one "
-                             "target per image, or the same number of target columns "
-                             "for every image (None or NaN for a missing label).") from None
-        if y.ndim > 2:
-            raise ValueError(f"y must be 1-D or 2-D (n_samples, n_targets), got shape "
-                             f"{y.shape}.")
-        if len(y) != len(source):
-            raise ValueError(
-                f"X has {len(source)} images but y has {len(y)} targets; they must "
-                "have the same length.")
+            y = _tasks.check_targets(y, len(source))
+        except ValueError as exc:
+            raise ValueError(f"{owner} {exc}" if str(exc).startswith("requires") else str(exc)
+                             ) from None
         weights = _check_sample_weight(sample_weight, np.empty(len(y)), dtype=np.float64,
                                        ensure_non_negative=True)
         if not (weights > 0).any():
             raise ValueError("Every sample weight is zero; at least one image must have a "
                              "positive weight.")
-        targets = self._encode_targets(y, weights, reset=not continuing)
-        weights = weights * self._target_weights(targets)
-        # Images of weight 0 take no part in training, as if they were left out.
+        encoder = self.target_encoder_ if continuing else self._fit_target_encoder(y, weights)
+        targets = encoder.encode(y)
+        _tasks.check_task_weights(self.task_weights, targets.shape[1])
+        # Images of weight 0 (or without any label) take no part, as if left out.
+        weights = weights * encoder.label_weights(targets)
         used = np.flatnonzero(weights > 0)
         if not len(used):
             raise ValueError("No image has both a positive sample weight and a label.")
-        processes.check_same_data(len(source), targets, weights)
+        processes.check_same_data(source, targets, weights)
         # Every process draws what the main process draws (split, head, order).
         seed = processes.main_decides(lambda: draw_seed(self.random_state))
-        checkpoint, resume = None, False
-        if self.checkpoint_dir is not None and not continuing:
-            params = {k: v for k, v in self.get_params(deep=False).items()
-                      if k not in ("verbose", "n_jobs", "memory", "checkpoint_dir",
-                                   "warm_start", "accelerator")}
-            if processes.distributed:  # the batches depend on it
-                params["processes"] = processes.world
-            # Every process hashes (side by side, not waiting in a collective);
-            # the main process decides and writes, the others follow.
-            digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
-                                           targets, weights)
-            checkpoint = CheckpointDir(self.checkpoint_dir)
-            resume, seed = processes.main_decides(lambda: checkpoint.prepare(
-                digest, seed, unstable, type(self).__name__))
-
-        train_pos, valid_pos = self._split(targets[used], seed)
-        if processes.distributed:
-            _check_shares(processes.world, self.batch_size, len(train_pos), len(valid_pos))
+        checkpoint, resume, seed = self._checkpoint(source, targets, weights, seed, processes,
+                                                    continuing)
+        train_pos, valid_pos = _tasks.split(targets[used], self.validation_fraction, seed,
+                                            classes=self._stratify(encoder))
+        check_shares(processes.world, self.batch_size, len(train_pos), len(valid_pos))
         # The loss's statistics (task scales, balanced class weights) come
         # from the training part only.
-        criterion = self._criterion(targets[used[train_pos]], weights[used[train_pos]])
-        # The network becomes model_ only once trained: a fit that fails
-        # leaves no half-fitted estimator behind (see __sklearn_is_fitted__).
-        if continuing:
-            network = self.model_
-            self.precision_ = _device.dtype_name(
-                _device.resolve_precision(self.precision, self.device_))
-        else:
-            network = self._build_network(source, seed, self._head_outputs, self.dropout)
-        n_frozen, schedule = network.frozen_units(self.trainable_stages, self.backbone)
-        network.freeze_first(n_frozen)
-        self._resolve_engine()
-        if schedule or n_frozen == 0:
-            # Nothing fixed to export or store (everything trains, or the
-            # frozen part shrinks with gradual unfreezing): torch runs it.
-            self.engine_, trunk = "torch", None
-        else:
-            # The frozen units as they are: a warm start may freeze units an
-            # earlier fit trained, so the pretrained weights' identity no
-            # longer describes them.
-            trunk = self._make_trunk(network, stop=n_frozen, pool=False,
-                                     units_id=network.units_digest(n_frozen), kind="frozen")
+        criterion = self._criterion(encoder, targets[used[train_pos]],
+                                    weights[used[train_pos]])
+
+        # -- compute: a new network, or a copy of the fitted one to continue.
+        network, fitted = self._start_network(source, seed, encoder, continuing)
+        cut, schedule = network.frozen_units(self.trainable_stages)
+        network.freeze_before(cut)
+        frozen = self._frozen_part(network, fitted, cut, schedule)
+        feed = self._feed(fitted)
         # Dropout, stochastic depth and random augmentation draw from torch's
         # global generators: forked and seeded for the fit, restored after.
-        with torch_rng(seed, self.device_):
-            run = _training.fit_top(
-                self, network, source, used[train_pos], used[valid_pos], targets, weights,
-                schedule=schedule, criterion=criterion,
-                classifier=is_classifier(self), seed=seed,
-                checkpoint=checkpoint, resume=resume, trunk=trunk, processes=processes)
-        self.model_ = network.eval()
-        self.trunk_ = trunk
-        self.history_ = run.history
-        self.n_epochs_ = run.n_epochs
-        self.resumed_from_epoch_ = run.resumed_from_epoch
-        self.frozen_cached_ = run.frozen_cached
-        run.raise_if_stopped(type(self).__name__)
+        with torch_rng(seed, fitted["device_"]):
+            train_data, valid_data = self._training_data(
+                source, used[train_pos], used[valid_pos], targets, weights, frozen, feed,
+                processes)
+            net = self._initialize_net(network, criterion, train_data, valid_data,
+                                       fitted=fitted, schedule=schedule, seed=seed,
+                                       checkpoint=checkpoint, processes=processes)
+            run = _training.train(net, train_data, checkpoint=checkpoint, resume=resume,
+                                  processes=processes, verbose=self.verbose)
+        run.raise_if_stopped(owner)
+
+        # -- set: the fit succeeded.
+        trunk = frozen.trunk
+        self._set_fitted({
+            **columns, **fitted, **self._encoder_attributes(encoder),
+            "target_encoder_": encoder,
+            "model_": network.eval(),
+            "trunk_": trunk,
+            "engine_": "torch" if trunk is None else trunk.engine,
+            "precision_": fitted["precision_"] if trunk is None else trunk.precision,
+            "history_": run.history,
+            "n_epochs_": run.n_epochs,
+            "resumed_from_epoch_": run.resumed_from_epoch,
+            "frozen_precomputed_": train_data.stored is not None,
+        })
         return self
+
+    def _encoder_attributes(self, encoder) -> dict:
+        """The public fitted attributes that describe the targets."""
+        raise NotImplementedError
+
+    def _check_continuation(self) -> None:
+        """A warm start continues the fitted network: refuse settings that
+        would need another one (the targets are checked by their encoder)."""
+        differs = []
+        name = getattr(self.model_, "name", "") or self.backbone
+        if self.backbone != name:
+            differs.append(f"backbone={self.backbone!r}, but the network is {name!r}")
+        if self.image_size != "auto":
+            size = (getattr(self.model_, "input_size", None) if self.image_size is None
+                    else int(self.image_size))
+            if size is not None and size != self.image_size_:
+                differs.append(f"image_size={self.image_size!r} means {size} px, but the "
+                               f"network was fitted at {self.image_size_} px")
+        if differs:
+            raise ValueError(
+                f"warm_start=True continues the fitted network, but {'; '.join(differs)}. "
+                "Set them back, or fit with warm_start=False to start a new network.")
+
+    def _checkpoint(self, source, targets, weights, seed, processes, continuing):
+        """``(CheckpointDir or None, resume?, seed)``: an unfinished fit of the
+        same data and parameters in ``checkpoint_dir`` resumes with its seed."""
+        from ._training.checkpoint import CheckpointDir, fingerprint
+
+        if self.checkpoint_dir is None or continuing:
+            return None, False, seed
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("verbose", "n_jobs", "memory", "checkpoint_dir",
+                               "warm_start", "accelerator")}
+        if processes.distributed:  # the batches depend on it
+            params["processes"] = processes.world
+        # Every process hashes (side by side, not waiting in a collective);
+        # the main process decides and writes, the others follow.
+        digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
+                                       targets, weights)
+        checkpoint = CheckpointDir(self.checkpoint_dir)
+        resume, seed = processes.main_decides(lambda: checkpoint.prepare(
+            digest, seed, unstable, type(self).__name__))
+        return checkpoint, resume, seed
+
+    def _start_network(self, source, seed, encoder, continuing):
+        """The network this fit trains and its fitted attributes: a new one,
+        or a copy of the fitted one (a failed continuation leaves it as it was)."""
+        if not continuing:
+            return self._build_network(source, seed, encoder.head_widths, self.dropout)
+        network = copy.deepcopy(self.model_)
+        for module in network.head.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = self.dropout
+        fitted = {k: getattr(self, k) for k in ("device_", "stages_", "image_size_",
+                                                "preprocess_", "weights_id_")}
+        fitted["precision_"] = _device.dtype_name(
+            _device.resolve_precision(self.precision, self.device_))
+        return network, fitted
+
+    def _frozen_part(self, network, fitted, cut, schedule) -> FrozenPart:
+        """The frozen units as they run in this fit and in its predictions."""
+        engine = self._resolve_engine(fitted["device_"])
+        if schedule or cut == 0:
+            # Nothing fixed to export or store (everything trains, or the
+            # frozen part shrinks with gradual unfreezing): torch runs it.
+            return FrozenPart(network, None, getattr(torch, fitted["precision_"]))
+        # The frozen units as they are: a warm start may freeze units an
+        # earlier fit trained, so the pretrained weights' identity no longer
+        # describes them.
+        return FrozenPart(network, self._frozen_trunk(
+            network, fitted, engine=engine, cut=cut, pool=False,
+            weights_id=network.weights_id(cut), kind="frozen"))
+
+    def _training_data(self, source, train_idx, valid_idx, targets, weights, frozen, feed,
+                       processes):
+        """The training and validation parts (``None`` without validation),
+        with the frozen part's outputs computed once where the views are fixed."""
+        from ._training import PRECOMPUTE_FROZEN_OUTPUTS, random_augmenter
+        from ._training.data import FrozenOutputs, TrainingData
+
+        augment = random_augmenter(self.augment, feed.preprocess.size)
+        precompute = (PRECOMPUTE_FROZEN_OUTPUTS and frozen.trunk is not None
+                      and augment is None)
+
+        def part(idx, views=("identity",), augment=None):
+            stored = (FrozenOutputs.compute(frozen, source, idx, views, feed,
+                                            processes=processes, verbose=self.verbose)
+                      if precompute else None)
+            return TrainingData(source, idx, targets[idx], weights[idx], views=views,
+                                augment=augment, frozen=frozen, feed=feed, stored=stored)
+
+        views = FLIPS if self.augment == "flips" else ("identity",)
+        return (part(train_idx, views, augment),
+                part(valid_idx) if len(valid_idx) else None)
+
+    def _initialize_net(self, network, criterion, train_data, valid_data, *, fitted, schedule,
+                        seed, checkpoint, processes):
+        """The configured skorch net that trains ``network`` from its cut point
+        on, with :meth:`_get_default_callbacks` (as skorch's
+        ``initialize_*`` methods build a net's parts)."""
+        from skorch.helper import predefined_split
+
+        from ._training.data import EpochBatches
+        from ._training.net import TransferNet
+
+        device = fitted["device_"]
+        # Two parameter groups: the trained backbone units, then the new head.
+        trains_backbone = network.cut < network.n_units or bool(schedule)
+        backbone_lr = self.lr * self.backbone_lr_mult
+        groups = [("network.backbone.*", {"lr": backbone_lr})] if trains_backbone else []
+        steps = self.max_epochs * len(EpochBatches(train_data, self.batch_size,
+                                                   processes=processes))
+        generator = torch_generator(seed)
+        callbacks = self._get_default_callbacks(
+            max_lr=[backbone_lr] * trains_backbone + [self.lr], total_steps=steps,
+            schedule=schedule, seed=seed, generator=generator, device=device,
+            validation=valid_data is not None, checkpoint=checkpoint, processes=processes)
+        accelerator = processes.accelerator
+        if accelerator is None:
+            net_class, placement = TransferNet, dict(
+                device=str(device), autocast_dtype=_device.training_dtype(self.precision, device))
+        else:
+            from ._training.accelerated import AcceleratedTransferNet
+
+            # The accelerator places the module and runs autocast and loss
+            # scaling; it prints on the main process only (skorch calls a
+            # sink other than print whatever net.verbose says).
+            net_class, placement = AcceleratedTransferNet, dict(
+                accelerator=accelerator, device=None,
+                callbacks__print_log__sink=accelerator.print if self.verbose else _silent)
+        return net_class(
+            module=TopNetwork(network),
+            criterion=criterion,
+            optimizer=torch.optim.AdamW,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=groups,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=EpochBatches,
+            iterator_train__shuffle=True,
+            iterator_train__generator=generator,
+            iterator_train__processes=processes,
+            iterator_valid=EpochBatches,
+            iterator_valid__processes=processes,
+            train_split=predefined_split(valid_data) if valid_data is not None else None,
+            callbacks=callbacks,
+            verbose=int(bool(self.verbose)),
+            **placement,
+        )
+
+    def _get_default_callbacks(self, *, max_lr, total_steps, schedule, seed, generator, device,
+                               validation, checkpoint, processes) -> list:
+        """skorch callbacks of a fit, in the order they run: seeding, gradient
+        clipping, validation scoring, reduction over processes, checkpoints,
+        gradual unfreezing, the learning-rate schedule, early stopping and a
+        progress bar."""
+        from skorch.callbacks import EpochScoring, GradientNormClipping, ProgressBar
+
+        from ._training import callbacks as cb
+
+        classifier = is_classifier(self)
+        rank = processes.rank if processes.distributed else None
+        callbacks = [("seed_epoch", cb.SeedEpoch(seed, generator, device, rank)),
+                     ("clip", GradientNormClipping(gradient_clip_value=self.max_grad_norm))]
+        if validation and classifier:
+            callbacks.append(("valid_acc", EpochScoring(
+                cb.valid_accuracy, lower_is_better=False, name="valid_acc",
+                target_extractor=cb.batch_targets)))
+        if processes.distributed:
+            scores = {"valid_acc": False} if validation and classifier else {}
+            callbacks.append(("reduce", cb.ReduceAcrossProcesses(processes, validation, scores)))
+        if checkpoint is not None:
+            callbacks += checkpoint.callbacks(processes.is_main)
+        if schedule:
+            callbacks.append(("gradual_unfreeze", cb.GradualUnfreeze(schedule)))
+        callbacks.append(("lr_schedule", cb.BatchOneCycle(max_lr=max_lr,
+                                                          total_steps=total_steps)))
+        speaks = self.verbose and processes.is_main
+        if validation and self.patience is not None:
+            # Classifiers stop on validation accuracy: under a one-cycle schedule
+            # the validation loss of an over-confident model rises while its
+            # accuracy still improves (seen on ELPV: best loss at epoch 1).
+            monitor = "valid_acc" if classifier else "valid_loss"
+            callbacks.append(("early_stopping", cb.ResumableEarlyStopping(
+                monitor=monitor, lower_is_better=monitor == "valid_loss",
+                patience=self.patience, load_best=True,
+                best_params=checkpoint.file("best_params.pt") if checkpoint else None,
+                is_main=processes.is_main, sink=print if speaks else _silent)))
+        if speaks and sys.stderr.isatty():
+            callbacks.append(("progress", ProgressBar()))
+        return callbacks
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "model_")
@@ -303,6 +477,24 @@ class _TransferBase(BackboneEstimator):
             state["accelerator"] = PickledAccelerator()
         return state
 
+    def __setstate__(self, state):
+        state = dict(state)
+        # A model pickled by sktransfer 0.2 kept how y was encoded in _tasks,
+        # or in _y_1d, y_mean_ and y_scale_.
+        if "model_" in state and "target_encoder_" not in state:
+            if "_tasks" in state:
+                state["target_encoder_"] = state.pop("_tasks")
+            else:
+                state["target_encoder_"] = _tasks.TargetScaler(
+                    state["y_mean_"], state["y_scale_"], state.pop("_y_1d", True))
+            state["frozen_precomputed_"] = state.pop("frozen_cached_", False)
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def _resolve_device(self) -> torch.device:
         if self.accelerator is None:
             return super()._resolve_device()
@@ -322,268 +514,48 @@ class _TransferBase(BackboneEstimator):
 
     # -- predict --------------------------------------------------------------
 
-    @property
-    def _top_dtype(self) -> torch.dtype:
-        """The trained top's precision: the one it was trained at."""
-        return _device.training_dtype(self.precision, self.device_)
+    def __sktransfer_outputs__(self) -> Outputs:
+        """What this fitted estimator computes (see :mod:`sktransfer._outputs`):
+        the frozen part as it ran in training, then the trained top at its
+        training precision, averaged over the test-time views."""
+        check_is_fitted(self)
+        network = self.model_
+        frozen = FrozenPart(network, self.trunk_,
+                            getattr(torch, self.precision_))
+        kind = "classes" if is_classifier(self) else "targets"
+        return Outputs(kind, network, frozen, self._feed(),
+                       views=FLIPS if self._use_tta() else ("identity",),
+                       top_dtype=_device.training_dtype(self.precision, self.device_),
+                       encoder=self.target_encoder_, width=self.target_encoder_.n_logits)
 
     def _raw_predict(self, X) -> np.ndarray:
-        """Network outputs, averaged over the four flips with test-time augmentation.
-
-        The frozen trunk's outputs (computed, or read from ``memory``) feed
-        the trained top, which runs at :attr:`_top_dtype` either way: the
-        same fitted model gives the same outputs with and without a store.
-        """
+        """Network outputs, averaged over the four flips with test-time augmentation."""
         check_is_fitted(self)
-        check_input_columns(self, X, reset=False)
-        source = check_images(X)
-        n = len(source)
-        model, trunk = self.model_, self.trunk_
-        views = FLIPS if self._use_tta() else ("identity",)
-        # Without a trunk, the images go through the whole network.
-        top = TopNetwork(model, start=0 if trunk is None else None)
-        out = np.empty((n, self._n_outputs), dtype=np.float32)
-
-        def run_top(x):
-            with _device.autocast(self.device_, self._top_dtype):
-                return top(x).float()
-
-        if trunk is None:
-            for pos, outputs in self._run(source, range(n), views=views,
-                                          fn=lambda x, _: run_top(x)):
-                out[pos] = torch.stack(outputs).mean(0).cpu().numpy()
-            return out
-        # Chunks of several batches: decoding runs ahead within a chunk, and
-        # the trunk's outputs of one chunk are held at a time.
-        chunk = self.batch_size * 8
-        preprocess = Preprocess(**self.preprocess_)
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            frozen = trunk.outputs(model, source, np.arange(start, stop), views,
-                                   preprocess=preprocess, batch_size=self.batch_size,
-                                   n_jobs=self.n_jobs)
-            with torch.inference_mode():
-                for s in range(0, stop - start, self.batch_size):
-                    outputs = [run_top(as_top_input(view[s:s + self.batch_size])
-                                       .to(self.device_)) for view in frozen]
-                    out[start + s:start + s + len(outputs[0])] = (
-                        torch.stack(outputs).mean(0).cpu().numpy())
-        return out
+        check_input_columns(self, X)
+        return self.__sktransfer_outputs__().raw(check_images(X))
 
 
-_SHARED_PARAMETERS = """
-    backbone : str, default="efficientnet_lite0"
-        Name of the pretrained network, see :func:`sktransfer.list_backbones`.
-    weights : "DEFAULT", None or path, default="DEFAULT"
-        As in :class:`PretrainedFeatureExtractor`; ``None`` trains from a
-        random initialisation (no transfer).
-    trainable_stages : int, "all" or "gradual", default=1
-        How many of the backbone's stages train (``stages_``: the backbone
-        library's own, the same as the extractor's ``layer="stage<k>"``). An
-        int k: the last k stages, what follows them (EfficientNet's
-        ``conv_head``) and the new head; the stages before stay frozen. ``0``:
-        the new head only. ``"all"``: everything. ``"gradual"``: the head in
-        the first epoch, then one more stage per epoch, deepest first.
-        Frozen parts keep ``requires_grad=False`` and stay in eval mode, so
-        their BatchNorm statistics never change. For EfficientNet-Lite0 the
-        last stage is ``blocks.5`` and ``blocks.6`` (after the stride-16
-        feature map, see the user guide).
-    image_size : int, "auto" or None, default="auto"
-        Side of the square network input. ``None``: the backbone's (224 for
-        EfficientNet-Lite0). ``"auto"``: the training images' own shorter
-        side (median), kept between the backbone's size and 1.5 times it, so
-        that larger images keep fine detail (ELPV's 300x300 cells: 300,
-        which raised inner cross-validated accuracy from 87.2 % to 89.1 %,
-        ``benchmarks/results/transfer_selection.md``) at up to 2.25 times
-        the compute; smaller images are upsampled to the backbone's size; a
-        backbone that only runs at its own size (a ViT) gets that. Images
-        are resized whole with the backbone's own interpolation (no crop).
-        The size used is ``image_size_``.
-    augment : bool, "flips" or callable, default="flips"
-        Training-time augmentation: each epoch shows each image once, as one
-        random view. ``"flips"``: one of its four horizontal/vertical flips.
-        ``True``: random resized crop, horizontal flip, rotation up to 10
-        degrees, brightness/contrast jitter. A callable maps a ``(3, H, W)``
-        float tensor in [0, 1] to another. ``False``: the image itself. With
-        ``"flips"`` or ``False`` and a fixed frozen part, the frozen part's
-        output is computed once per image and view and reused every epoch
-        (``frozen_cached_``); the training is the same, only faster.
-    max_epochs : int, default=20
-        Passes over the training images; each pass shows every image once.
-        20 epochs of one random flip each are as much training as the 5
-        epochs of all four flips that inner cross-validation chose on ELPV
-        (``benchmarks/results/transfer_selection.md``).
-    batch_size : int, default=32
-        Images per training and prediction batch.
-    lr : float, default=1e-3
-        Peak learning rate of the head (one-cycle schedule, 15 % warm-up).
-    backbone_lr_mult : float, default=1.0
-        The trained backbone stages use ``lr * backbone_lr_mult``
-        (discriminative learning rates).
-    weight_decay : float, default=0.01
-        AdamW weight decay.
-    max_grad_norm : float, default=1.0
-        Gradient-norm clipping.
-"""
-
-_SHARED_PARAMETERS_MID = """    validation_fraction : float or None, default=None
-        Fraction of the training data held out for early stopping.
-        ``None``: train on everything for ``max_epochs`` epochs, the whole
-        one-cycle schedule. On ELPV that beat holding out 0.1 for early
-        stopping in inner cross-validation (89.4 % against 89.1 %,
-        ``benchmarks/results/transfer_selection.md``): a tenth more images,
-        and no early stop on a noisy small validation set.
-    patience : int or None, default=5
-        With ``validation_fraction`` set: epochs without a better validation
-        score before stopping; the best epoch's weights are restored.
-        ``None`` disables early stopping.
-"""
-
-_SHARED_PARAMETERS_END = """
-    device : {"auto", "cpu", "cuda"} or str, default="auto"
-        ``"auto"`` uses CUDA when it is available.
-    precision : {"auto", "float32", "bfloat16"}, default="auto"
-        ``"auto"``: bf16 autocast where the hardware computes bf16 natively
-        for inference (predictions, and the frozen part, with the same
-        policy as :class:`PretrainedFeatureExtractor`: stem and first stage
-        in float32) and, on CUDA, training; training steps on the CPU stay
-        float32 (measured no faster in bf16). ``"bfloat16"`` forces bf16
-        (inference still keeps the first stage in float32), ``"float32"``
-        disables it.
-    engine : {"auto", "torch", "onnxruntime", "openvino"}, default="auto"
-        What runs the frozen part of the network (before the first trained
-        stage), in training and in :meth:`predict`: as in
-        :class:`PretrainedFeatureExtractor` (ONNX Runtime at float32,
-        OpenVINO at ``precision``, or torch), from a graph of the pretrained
-        frozen units exported once per backbone, weights, cut point and size
-        and reused by every fit of the process (a grid search exports it
-        once) and, under ``memory``, across processes. The trained part
-        always runs in torch. ``trainable_stages="all"`` or ``"gradual"``
-        leave nothing fixed to export: torch. ``engine_`` says which ran.
-    n_jobs : int or None, default=None
-        Threads decoding image files (``-1``: one per CPU; ``None``: 1).
-    memory : str, path, joblib.Memory or None, default=None
-        Directory keeping the frozen part's output per image and view, and
-        the engine's graph of the frozen part. Entries are keyed by the
-        image's content and by everything the output depends on (backbone,
-        the frozen units' weights, cut point, input size, normalisation,
-        engine, precision), so every later fit or prediction with the same
-        settings reads them: a grid search over ``lr``, ``max_epochs``,
-        ``dropout``, ``weight_decay`` or ``label_smoothing`` runs each
-        image's frozen part once for the whole search, folds included, and
-        a re-run after a failure runs it only for the images not yet done.
-        Used where the output is computed once per fit (``frozen_cached_``):
-        ``augment=True`` or a callable, and ``trainable_stages="all"`` or
-        ``"gradual"``, compute it per batch and bypass it. Written
-        atomically, so processes may share the directory. Size per image and
-        view: the frozen part's output (EfficientNet-Lite0, 300 px,
-        ``trainable_stages=1``: 112 x 19 x 19 in bf16, 81 kB).
-    tta : bool or "auto", default=@TTA_DEFAULT@
-        Test-time augmentation: predictions average the logits of the four
-        flips of each image (four times the prediction cost). ``"auto"``:
-        when ``augment="flips"``.@TTA_WHY@
-    task_weights : array-like of shape (n_targets,) or None, default=None
-        With several target columns (a 2-D ``y``): relative weights of the
-        columns' losses, normalised to sum 1; the loss is their weighted
-        mean (``None``: equal weights). Weighting is not masking: a weight
-        of 0 trains nothing for that column. With one column it must be
-        ``None`` or one weight (which changes nothing).
-    warm_start : bool, default=False
-        If True, ``fit`` continues training the fitted network for
-        ``max_epochs`` more epochs instead of starting again.
-    checkpoint_dir : str, path or None, default=None
-        If set, training is checkpointed there after every epoch (skorch's
-        ``Checkpoint``: weights, optimizer state and history, plus the best
-        epoch's weights). If a fit is interrupted (Ctrl-C, which re-raises
-        ``KeyboardInterrupt``, or a killed process), fitting again with the
-        same data and parameters resumes after the last completed epoch,
-        with the same validation split, learning-rate schedule and early
-        stopping state. A directory holding an unfinished fit of other data
-        or parameters is refused; a finished fit's files are replaced. A
-        parameter that cannot be fingerprinted (a lambda, an object whose
-        repr is a memory address) is named in a warning when resuming.
-    accelerator : accelerate.Accelerator or None, default=None
-        Train one model in several processes (devices, or machines), as
-        skorch's ``AccelerateMixin`` does: run the same script in every
-        process with ``accelerate launch`` or ``torchrun``
-        (``Accelerator(cpu=True)`` for processes on CPUs). Every process
-        draws the same order and views, trains on its share of each batch
-        of ``batch_size`` images (gradients all-reduced: the step of the
-        whole batch), computes its share of the frozen part's outputs, and
-        ends with the same weights; validation scores and early stopping
-        are decided over all processes; with ``checkpoint_dir`` (on a file
-        system all processes share) the main process writes and every
-        process resumes. Mixed precision of the training steps is the
-        accelerator's (``mixed_precision="bf16"`` or ``"fp16"``, with loss
-        scaling); ``precision`` still sets the frozen part and predictions.
-        ``device`` must be ``"auto"``. The accelerator is not pickled with
-        the fitted estimator, which loads and predicts in any process.
-        A search or cross-validation over the estimator must use
-        ``n_jobs=1``. See the scaling page of the docs.
-    verbose : int, default=0
-        If > 0, print skorch's per-epoch table (and a progress bar in a
-        terminal).
-    random_state : int, RandomState instance or None, default=None
-        Seeds the split, the head's initialisation, shuffling, augmentation
-        and dropout: the same int gives identical predictions on CPU, and a
-        fit resumed from ``checkpoint_dir`` continues the same draws. With
-        an int, the global random generators of numpy, Python and torch are
-        left as they were.
-"""
-
-
-def _end(tta_default: str, tta_why: str) -> str:
-    return (_SHARED_PARAMETERS_END.replace("@TTA_DEFAULT@", tta_default)
-            .replace("@TTA_WHY@", tta_why))
-
-
-_CLASSIFIER_END = _end('"auto"', """ On ELPV, the fourth round of inner
-        cross-validation chose flip TTA with ``dropout=0.2``: the best mean
-        inner accuracy of every setting and TTA tried
-        (``benchmarks/results/transfer_selection.md``).""")
-_REGRESSOR_END = _end("False", "")
-
-
-_SHARED_ATTRIBUTES = """
-    model_ : sktransfer._network.BackboneNetwork
-        The fine-tuned network, in eval mode.
-    history_ : list of dict
-        skorch's per-epoch history (losses, validation scores, timings).
-    n_epochs_ : int
-        Epochs run.
-    image_size_ : int
-        Side of the network input used (see ``image_size``).
-    preprocess_ : dict
-        Input size, normalisation and interpolation of the network input.
-    frozen_cached_ : bool
-        Whether the frozen part's output was computed once and reused.
-    resumed_from_epoch_ : int
-        Epochs taken from a checkpoint (0 when training started afresh).
-    stages_ : list of str
-        The backbone's stages (the modules that end them), shallowest first.
-    device_, precision_ : torch.device, str
-        Where it runs, and the frozen part's precision from the backbone's
-        second stage on (``"float32"`` with ONNX Runtime); the trained top
-        runs at its training precision.
-    engine_ : str
-        ``"openvino"``, ``"onnxruntime"`` or ``"torch"``: what runs the frozen part.
-    trunk_ : FrozenTrunk or None
-        The frozen units as they run: engine, precision, cut point and the
-        ``memory`` store of their outputs; ``None`` when nothing stays frozen
-        (``trainable_stages="all"`` or ``"gradual"``). Decided in :meth:`fit`.
-    weights_id_ : str
-        SHA-256 of the backbone's initial weights.
-"""
+#: The parameters in the order of ``__init__``, for the docstrings.
+_REGRESSOR_PARAMETERS = [
+    "backbone", "weights", "trainable_stages", "image_size", "augment", "max_epochs",
+    "batch_size", "lr", "backbone_lr_mult", "weight_decay", "max_grad_norm", "dropout",
+    "validation_fraction", "patience", "device", "precision", "engine", "n_jobs", "memory",
+    "tta", "task_weights", "warm_start", "checkpoint_dir", "accelerator", "verbose",
+    "random_state"]
+_CLASSIFIER_PARAMETERS = (_REGRESSOR_PARAMETERS[:14] + ["class_weight", "label_smoothing"]
+                          + _REGRESSOR_PARAMETERS[14:])
 
 
 class TransferClassifier(ClassifierMixin, _TransferBase):
-    __doc__ = f"""Fine-tune a pretrained CNN as a scikit-learn classifier.
+    __doc__ = docs.docstring(
+        """Fine-tune a pretrained CNN as a scikit-learn classifier.
 
     A new linear head on the backbone's pooled features, trained with skorch:
     AdamW, a one-cycle (warm-up then cosine) learning-rate schedule, gradient
     clipping, and (with ``validation_fraction`` set) early stopping on an
     internal stratified validation split that restores the best weights
-    (on validation accuracy).
+    (on validation accuracy). A fit either succeeds or leaves the estimator
+    as it was.
 
     Several targets from one backbone (multi-task): a 2-D ``y``, as
     scikit-learn's forests take it. Columns of class labels
@@ -596,25 +568,18 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     columns. ``predict`` then gives ``(n_samples, n_outputs_)`` labels,
     ``predict_proba`` a list of one array per column, ``score`` the subset
     accuracy. See the user guide's multi-task section.
-
-    Parameters
-    ----------{_SHARED_PARAMETERS}    dropout : float, default=0.2
-        Dropout before the new linear head.
-{_SHARED_PARAMETERS_MID}    class_weight : dict, list of dict, "balanced" or None, default=None
-        Weights of the classes in the loss, as in scikit-learn: a dict maps
-        the labels of ``y`` (as given, e.g. strings) to weights. With a 2-D
-        ``y``, as scikit-learn's forests: one dict per column, or
-        ``"balanced"``; an image's weight is the product over its labelled
-        columns.
-    label_smoothing : float, default=0.1
-        Label smoothing of the cross-entropy loss.{_CLASSIFIER_END}
-    Attributes
-    ----------
+""",
+        _CLASSIFIER_PARAMETERS, {"tta": docs.CLASSIFIER_TTA},
+        {"classes_": """\
     classes_ : ndarray or list of ndarray
         The class labels, as given in ``y``; with a 2-D ``y``, one array per
         column.
+""", "n_outputs_": """\
     n_outputs_ : int
-        Columns of ``y`` (targets, or tasks): 1 for a 1-D ``y``.{_SHARED_ATTRIBUTES}
+        Columns of ``y`` (targets, or tasks): 1 for a 1-D ``y``.
+""", "target_encoder_": docs.TARGET_ENCODER.format(
+            "sktransfer._tasks.Tasks", "the classes of each column of ``y``")},
+        """
     See Also
     --------
     TransferRegressor : The same for real-valued targets.
@@ -631,7 +596,7 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
     >>> clf = TransferClassifier(image_size=32, random_state=0).fit(X, y)
     >>> clf.predict(X[:2]).tolist()
     ['ok', 'defect']
-    """
+""")
 
     _parameter_constraints = {
         **_TransferBase._parameter_constraints,
@@ -659,110 +624,21 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
 
-    # One target path: a 1-D ``y`` is the one-column case of a 2-D ``y``
-    # (as in scikit-learn's forests), unwrapped only at the outputs.
 
-    @property
-    def _n_outputs(self):
-        return int(sum(self._tasks.widths))
+    def _fit_target_encoder(self, y, weights):
+        return _tasks.Tasks.fit(y)
 
-    @property
-    def _head_outputs(self):
-        return self._tasks.widths
+    def _encoder_attributes(self, encoder):
+        return {"classes_": encoder.classes_, "n_outputs_": encoder.n_outputs}
 
-    def _target_weights(self, targets):
-        # An image without any label takes no part, as one of weight 0.
-        return (targets != _tasks.MISSING).any(axis=1).astype(np.float64)
+    def _criterion(self, encoder, targets, weights):
+        return _tasks.classification_loss(
+            encoder, targets, weights, class_weight=self.class_weight,
+            task_weights=self.task_weights, label_smoothing=self.label_smoothing)
 
-    def _encode_targets(self, y, weights, reset):
-        if y.ndim == 2 and y.shape[1] > 1:
-            if not reset and self.n_outputs_ == 1:
-                raise ValueError(f"y has {y.shape[1]} columns; this model was fitted on one.")
-            tasks = _tasks.check_tasks(y) if reset else self._tasks
-            codes = _tasks.encode(y, tasks)
-        else:
-            if not reset and self.n_outputs_ > 1:
-                raise ValueError(f"y has one column; this model was fitted on "
-                                 f"{self.n_outputs_}.")
-            labels = _labels_1d(y)
-            if reset:
-                classes = np.unique(labels)
-                if len(classes) < 2:
-                    raise ValueError(
-                        f"y has a single class ({classes[0]!r}); a classifier needs at "
-                        "least two.")
-                tasks = _tasks.Tasks("multiclass", (classes,))
-            else:
-                tasks = self._tasks
-            unknown = np.setdiff1d(np.unique(labels), tasks.classes[0])
-            if len(unknown):
-                raise ValueError(f"y has labels {unknown.tolist()} not seen in the first fit.")
-            codes = np.searchsorted(tasks.classes[0], labels).astype(np.int64)[:, None]
-        _tasks.check_task_weights(self.task_weights, codes.shape[1])
-        if reset:
-            self._tasks = tasks
-            self.n_outputs_ = len(tasks.classes)
-            self.classes_ = tasks.classes[0] if self.n_outputs_ == 1 else list(tasks.classes)
-        return codes
-
-    def _class_weights(self, targets, weights):
-        """Per task, the weight of each class (``class_weight``), or ``None``."""
-        if self.class_weight is None:
-            return None
-        k = targets.shape[1]
-        if isinstance(self.class_weight, dict) and k > 1:
-            raise ValueError(
-                f"class_weight is one dict, but y has {k} columns: give a list of one dict "
-                "per column, or 'balanced' (as scikit-learn's forests).")
-        if isinstance(self.class_weight, list) and k == 1:
-            raise ValueError("class_weight is a list (one dict per column of a 2-D y), but "
-                             "y has one column: give a dict or 'balanced'.")
-        per_column = (self.class_weight if isinstance(self.class_weight, list)
-                      else [self.class_weight] * k)
-        if len(per_column) != k:
-            raise ValueError(f"class_weight has {len(per_column)} dicts for the {k} columns "
-                             "of y.")
-        vectors = []
-        for t, (cw, classes) in enumerate(zip(per_column, self._tasks.classes)):
-            keep = (targets[:, t] != _tasks.MISSING) & (weights > 0)
-            codes = targets[keep, t]
-            vector = np.ones(len(classes))
-            # Matched against the labels as given, as scikit-learn's forests do.
-            vector[codes] = compute_sample_weight(cw, np.asarray(classes[codes].tolist()))
-            vectors.append(vector)
-        return vectors
-
-    def _criterion(self, targets, weights):
-        class_weights = self._class_weights(targets, weights)
-        task_weights = _tasks.check_task_weights(self.task_weights, targets.shape[1])
-        scales = _tasks.task_scales(targets, weights, task_weights, class_weights)
-        return _tasks.TaskLoss(self._tasks.widths, self._tasks.multilabel, scales,
-                               self.label_smoothing, class_weights)
-
-    def _split(self, targets, seed):
-        n = len(targets)
-        if self.validation_fraction is None:
-            return np.arange(n), np.array([], dtype=int)
-        if self.n_outputs_ > 1:  # no stratification over several columns: a random split
-            return _random_split(n, self.validation_fraction, seed)
-        targets = targets[:, 0]
-        counts = np.bincount(targets, minlength=len(self.classes_))
-        n_valid = int(np.ceil(self.validation_fraction * n))
-        if n_valid < len(self.classes_) or counts.min() < 2:
-            short = self.classes_[int(np.argmin(counts))]
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves a class without "
-                f"validation samples: {n_valid} validation images for "
-                f"{len(self.classes_)} classes, and class {short!r} has {counts.min()} "
-                "image(s). Use more images, a larger validation_fraction, or "
-                "validation_fraction=None (no early stopping).")
-        splitter = StratifiedShuffleSplit(1, test_size=n_valid, random_state=seed)
-        return next(splitter.split(np.zeros(n), targets))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
+    def _stratify(self, encoder):
+        # No stratification over several columns: a random split.
+        return encoder.classes[0] if encoder.n_outputs == 1 else None
 
     @worker_threads()
     def explain(self, X: ImageInput, target: ArrayLike | None = None, *,
@@ -803,7 +679,9 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         """
         from ._explain import explain
 
-        return explain(self, X, target, task=task)
+        check_is_fitted(self)
+        check_input_columns(self, X)
+        return explain(self.__sktransfer_outputs__(), check_images(X), target, task=task)
 
     @worker_threads()
     def predict_proba(self, X: ImageInput) -> np.ndarray | list[np.ndarray]:
@@ -813,16 +691,15 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         (for a multilabel indicator, each ``(n_samples, 2)``: the
         probabilities of 0 and 1), as scikit-learn's forests return them.
         """
-        proba = _tasks.probabilities(self._raw_predict(X), self._tasks)
+        raw = self._raw_predict(X)
+        proba = self.target_encoder_.probabilities(raw)
         return proba[0] if self.n_outputs_ == 1 else proba
 
     @worker_threads()
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class labels; with a 2-D ``y``, of shape ``(n_samples, n_outputs_)``."""
-        proba = self.predict_proba(X)
-        if self.n_outputs_ == 1:
-            return self.classes_[proba.argmax(axis=1)]
-        return _tasks.labels(proba, self._tasks)
+        raw = self._raw_predict(X)
+        return self.target_encoder_.labels(self.target_encoder_.probabilities(raw))
 
     def score(self, X: ImageInput, y: ArrayLike, sample_weight: ArrayLike | None = None):
         """Mean accuracy; with a 2-D ``y``, subset accuracy (every column right).
@@ -831,70 +708,36 @@ class TransferClassifier(ClassifierMixin, _TransferBase):
         scores: an image counts as right when all its labelled columns are
         (missing labels are not compared).
         """
+        check_is_fitted(self)
         if self.n_outputs_ == 1:
             return super().score(X, y, sample_weight=sample_weight)
-        y = np.asarray(y)
-        codes = _tasks.encode(y, self._tasks)
-        predicted = _tasks.encode(self.predict(X), self._tasks)
+        encoder = self.target_encoder_
+        codes = encoder.encode(np.asarray(y))
+        predicted = encoder.encode(self.predict(X))
         right = ((codes == predicted) | (codes == _tasks.MISSING)).all(axis=1)
         return float(np.average(right, weights=sample_weight))
 
 
-def _check_shares(world: int, batch_size: int, n_train: int, n_valid: int) -> None:
-    """Every process needs 2 images of each training batch and 1 validation image."""
-    if min(batch_size, n_train) < 2 * world:
-        raise ValueError(
-            f"Each batch is split across the {world} processes of the accelerator, and "
-            f"each process needs at least 2 images of it: batch_size={batch_size} and "
-            f"{n_train} training images must both be at least {2 * world}.")
-    if 0 < n_valid < world:
-        raise ValueError(
-            f"The validation part ({n_valid} images) is scored in shares by the {world} "
-            "processes of the accelerator, and each needs at least one image: raise "
-            "validation_fraction, or set it to None.")
-
-
-def _random_split(n: int, fraction: float, seed: int):
-    """Training and validation positions of a random (unstratified) split."""
-    n_valid = int(np.ceil(fraction * n))
-    if n - n_valid < 1:
-        raise ValueError(f"validation_fraction={fraction} leaves no training images.")
-    return next(ShuffleSplit(1, test_size=n_valid, random_state=seed).split(np.zeros(n)))
-
-
-def _labels_1d(y: np.ndarray) -> np.ndarray:
-    """Class labels as a 1-D array, refused with a reason if they are not."""
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D for a classifier, got shape {y.shape}.")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError("y contains NaN or infinity; every image needs a label.")
-    kind = type_of_target(y)
-    if kind not in ("binary", "multiclass"):
-        raise ValueError(f"Unknown label type: y is {kind!r}; expected class labels.")
-    return y
-
-
 class TransferRegressor(RegressorMixin, _TransferBase):
-    __doc__ = f"""Fine-tune a pretrained CNN as a scikit-learn regressor.
+    __doc__ = docs.docstring(
+        """Fine-tune a pretrained CNN as a scikit-learn regressor.
 
     The same training as :class:`TransferClassifier` with a mean-squared
     error loss on standardised targets (internal target scaling, with the
     sample weights, undone in :meth:`predict`). The internal validation
     split is random, not stratified; early stopping watches the validation
-    loss.
-
-    Parameters
-    ----------{_SHARED_PARAMETERS}    dropout : float, default=0.2
-        Dropout before the new linear head.
-{_SHARED_PARAMETERS_MID}{_REGRESSOR_END}
-    Attributes
-    ----------
+    loss. A fit either succeeds or leaves the estimator as it was.
+""",
+        _REGRESSOR_PARAMETERS, {},
+        {"n_targets_": """\
     n_targets_ : int
         Number of regression targets.
+""", "y_mean_": """\
     y_mean_, y_scale_ : ndarray
-        The (weighted) mean and standard deviation of the targets.{_SHARED_ATTRIBUTES}
+        The (weighted) mean and standard deviation of the targets.
+""", "target_encoder_": docs.TARGET_ENCODER.format(
+            "sktransfer._tasks.TargetScaler", "the targets' scaling")},
+        """
     Examples
     --------
     >>> import numpy as np
@@ -905,48 +748,24 @@ class TransferRegressor(RegressorMixin, _TransferBase):
     >>> reg = TransferRegressor(image_size=32, max_epochs=2, random_state=0).fit(X, y)
     >>> reg.predict(X).shape
     (16,)
-    """
+""")
 
-    @property
-    def _n_outputs(self):
-        return self.n_targets_
+    def _fit_target_encoder(self, y, weights):
+        return _tasks.TargetScaler.fit(y, weights)
 
-    def _encode_targets(self, y, weights, reset):
-        try:
-            y = y.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError("y must hold numbers for a regressor.") from None
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity; every image needs a finite target.")
-        y2 = y.reshape(len(y), -1)
-        _tasks.check_task_weights(self.task_weights, y2.shape[1])
-        if reset:
-            self._y_1d = y.ndim == 1
-            self.n_targets_ = y2.shape[1]
-            self.y_mean_ = np.average(y2, axis=0, weights=weights)
-            std = np.sqrt(np.average((y2 - self.y_mean_) ** 2, axis=0, weights=weights))
-            self.y_scale_ = np.where(std > 0, std, 1.0)
-        return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
+    def _encoder_attributes(self, encoder):
+        return {"n_targets_": encoder.n_outputs, "y_mean_": encoder.mean,
+                "y_scale_": encoder.scale}
 
-    def _criterion(self, targets, weights):
-        if self.task_weights is None:
-            return torch.nn.MSELoss(reduction="none")  # the mean over targets, in the loss
-        return _tasks.TargetMSE(_tasks.check_task_weights(self.task_weights,
-                                                          targets.shape[1]))
-
-    def _split(self, targets, seed):
-        n = len(targets)
-        if self.validation_fraction is None:
-            return np.arange(n), np.array([], dtype=int)
-        return _random_split(n, self.validation_fraction, seed)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
+    def _criterion(self, encoder, targets, weights):
+        return _tasks.regression_loss(self.task_weights, encoder.n_outputs)
 
     @worker_threads()
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted targets, in the units of ``y``."""
-        out = self._raw_predict(X) * self.y_scale_ + self.y_mean_
-        return out.ravel() if self._y_1d else out
+        raw = self._raw_predict(X)
+        return self.target_encoder_.decode(raw)
+
+
+def _silent(*args, **kwargs):
+    pass

@@ -9,7 +9,7 @@ stored. :class:`FrozenTrunk` is the one object that runs it, everywhere:
 ``compare`` and :mod:`sktransfer.dask`. It is decided in ``fit`` (the
 ``trunk_`` attribute) from
 
-- the cut point: the first ``stop`` units, pooled with ``pool``, or up to a
+- the cut point: the units before ``cut``, pooled with ``pool``, or up to a
   module inside a unit (``layer_module``, torch only);
 - the engine that runs it (``"torch"``, ``"onnxruntime"`` or
   ``"openvino"``) and the one asked for (``"auto"`` may fall back to torch);
@@ -17,7 +17,8 @@ stored. :class:`FrozenTrunk` is the one object that runs it, everywhere:
 - the identity of its weights (a digest of the frozen units, hashed in
   ``fit``: a warm start may have trained units it now freezes);
 - the store of its outputs under ``memory=`` (one entry per image and view)
-  and where its exported graph is kept.
+  and where its exported graph is kept, both named after one description of
+  it, :meth:`FrozenTrunk.identity` (:mod:`sktransfer._store`).
 
 It holds no tensors and no sessions: graphs, sessions and compiled models
 live in the process caches (:mod:`sktransfer._process_cache`), so a fitted
@@ -34,8 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _engines, _inference
-from ._cache import EmbeddingCache
+from . import _engines, _inference, _store
 from ._layout import global_pool
 from ._process_cache import cache
 
@@ -112,17 +112,21 @@ class FrozenTrunk:
     ----------
     backbone : str
         The backbone's name (part of every key).
-    units_id : str
-        Identity of the trunk's weights: the digest of its units, or the
+    weights_id : str
+        Identity of the trunk's weights: the digest of its units
+        (:meth:`~sktransfer._network.BackboneNetwork.weights_id`), or the
         weights' SHA-256 for an untouched pretrained network.
-    stop : int or None
-        Units run; ``None``: all of them, flattened (the pooled features).
+    cut : int or None
+        The cut point: the units before it run; ``None``: all of them,
+        flattened (the pooled features).
     pool : bool
         Globally average-pool the output.
     size : int
         The network's input side.
     n_units : int
         Units of the whole network (part of the graph's key).
+    layout : str or None
+        Layout of the output of its last unit (``"NCHW"``, ``"NHWC"``...).
     engine : {"torch", "onnxruntime", "openvino"}
         What runs it.
     requested : str
@@ -143,11 +147,12 @@ class FrozenTrunk:
     """
 
     backbone: str
-    units_id: str
-    stop: int | None
+    weights_id: str
+    cut: int | None
     pool: bool
     size: int
     n_units: int
+    layout: str | None
     engine: str
     requested: str
     precision: str
@@ -156,18 +161,49 @@ class FrozenTrunk:
     location: str | None = None
     layer_module: str | None = None
 
+    def __setstate__(self, state):
+        # A trunk pickled by sktransfer 0.2 named its weights units_id and its
+        # cut point stop, and did not record its layout.
+        renamed = {"units_id": "weights_id", "stop": "cut"}
+        state = {renamed.get(k, k): v for k, v in state.items()}
+        state.setdefault("layout", None)
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
     # -- identity ---------------------------------------------------------------
 
     @property
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.precision)
 
+    def identity(self) -> dict:
+        """The one description of this trunk that names what is stored of it:
+        its outputs under ``memory=`` and its exported graph
+        (:func:`sktransfer._store.key`, which adds the format version)."""
+        return {
+            "backbone": self.backbone,
+            "weights_id": self.weights_id,
+            "cut": self.cut,
+            "pool": self.pool,
+            "layer_module": self.layer_module,
+            "size": int(self.size),
+            "n_units": self.n_units,
+            "layout": self.layout,
+            "engine": self.engine,
+            "precision": self.precision,
+            **self.settings,
+        }
+
     def graph_key(self, start: int = 0, stop: int | None = None, pool: bool | None = None):
-        """Identity of the graph of units ``start..stop`` (default: the trunk's)."""
-        return _engines.graph_key(
-            backbone=self.backbone, weights_id=self.units_id, start=start,
-            stop=self.stop if stop is None and start == 0 else stop,
-            pool=self.pool if pool is None else pool, size=self.size, n_units=self.n_units)
+        """Name of the graph of units ``start..stop`` (default: the trunk's):
+        the part of :meth:`identity` the graph computes from, whatever engine
+        runs it at whatever precision, and the torch version that exports it."""
+        identity = self.identity()
+        graph = {k: identity[k] for k in ("backbone", "weights_id", "size", "n_units",
+                                          "layout")}
+        return _store.key("graph", {
+            **graph, "start": start, "stop": self.cut if stop is None and start == 0 else stop,
+            "pool": self.pool if pool is None else pool, "torch": torch.__version__})
 
     def replace(self, **changes) -> FrozenTrunk:
         """A copy with ``changes`` (``engine="torch", location=None``, say)."""
@@ -180,7 +216,7 @@ class FrozenTrunk:
         if self.layer_module is not None:
             return global_pool(_run_until(network, self.layer_module, x, self.dtype),
                                network.layout_of(self.layer_module))
-        return TrunkModule(network, self.stop, self.pool, dtype=self.dtype)(x)
+        return TrunkModule(network, self.cut, self.pool, dtype=self.dtype)(x)
 
     def _example(self, network, start: int = 0) -> torch.Tensor:
         """What units ``start..`` take: the earlier units' output on two random images."""
@@ -212,15 +248,15 @@ class FrozenTrunk:
                                        lambda: self._example(network, start), self.location)
 
         if self.engine == "onnxruntime":
-            return _engines.OnnxRuntimePart(*part(0, self.stop, self.pool))
+            return _engines.OnnxRuntimePart(*part(0, self.cut, self.pool))
         split = network.autocast_unit
-        end = network.n_units if self.stop is None else self.stop
+        end = network.n_units if self.cut is None else self.cut
         if self.precision == "float32" or split is None or split >= end:
             # the policy keeps a trunk that ends before the second stage in float32
-            return _engines.OpenVinoPart([(*part(0, self.stop, self.pool), "float32")],
+            return _engines.OpenVinoPart([(*part(0, self.cut, self.pool), "float32")],
                                          "float32")
         return _engines.OpenVinoPart([(*part(0, split, False), "float32"),
-                                      (*part(split, self.stop, self.pool), self.precision)],
+                                      (*part(split, self.cut, self.pool), self.precision)],
                                      self.precision)
 
     def prepared(self, network, owner: str) -> FrozenTrunk:
@@ -274,21 +310,12 @@ class FrozenTrunk:
 
     # -- the store of outputs -----------------------------------------------------
 
-    def store(self, shape=None, dtype=None) -> EmbeddingCache | None:
+    def store(self, shape=None, dtype=None) -> _store.OutputStore | None:
         """The ``memory=`` store of this trunk's outputs (``None`` without memory)."""
         if self.location is None:
             return None
-        settings = {
-            "backbone": self.backbone,
-            "units_id": self.units_id,
-            "stop": self.stop,
-            "pool": self.pool,
-            "layer_module": self.layer_module,
-            "engine": self.engine,
-            "precision": self.precision,
-            **self.settings,
-        }
-        return EmbeddingCache(self.location, settings, shape, dtype=dtype, kind=self.kind)
+        return _store.OutputStore(self.location, self.identity(), shape, dtype=dtype,
+                                  kind=self.kind)
 
     def outputs(self, network, source, indices, views, *, preprocess, batch_size: int,
                 n_jobs: int | None, progress=None) -> torch.Tensor:
@@ -336,6 +363,49 @@ class FrozenTrunk:
                         if store is not None:
                             store.put(f"{keys[p]}-{views[v]}", _to_numpy(out[k]))
         return torch.stack([torch.stack(per_view) for per_view in outputs])
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenPart:
+    """The frozen units of a network as they run, in training and in prediction alike.
+
+    With a ``trunk`` (a fixed frozen part): the trunk, with its engine,
+    precision and store. Without (nothing fixed: everything trains, or
+    gradual unfreezing moves the cut point during the fit): torch runs the
+    units before ``network.cut``, at ``dtype`` under the precision policy of
+    :mod:`sktransfer._device`, as they are at each call.
+
+    Parameters
+    ----------
+    network : BackboneNetwork
+    trunk : FrozenTrunk or None
+    dtype : torch.dtype
+        The frozen units' precision without a trunk (the trunk has its own).
+    """
+
+    network: object
+    trunk: FrozenTrunk | None
+    dtype: torch.dtype = torch.float32
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part's output for a normalised batch ``x``."""
+        if self.trunk is not None:
+            return self.trunk(self.network, x)
+        return self.network.forward_units(x, 0, self.network.cut, self.dtype)
+
+    def outputs(self, source, indices, views, feed, progress=None) -> torch.Tensor:
+        """``(n_views, n, ...)`` on the CPU for the images ``indices`` of
+        ``source`` (:meth:`FrozenTrunk.outputs`, with its store)."""
+        return self.trunk.outputs(self.network, source, indices, views,
+                                  preprocess=feed.preprocess, batch_size=feed.batch_size,
+                                  n_jobs=feed.n_jobs, progress=progress)
+
+    def float32(self) -> FrozenPart:
+        """The same units run by torch at float32, storing nothing (a
+        reference to compare an exported graph with)."""
+        trunk = (None if self.trunk is None else
+                 self.trunk.replace(engine="torch", precision="float32", location=None))
+        return dataclasses.replace(self, trunk=trunk, dtype=torch.float32)
 
 
 def as_top_input(x: torch.Tensor) -> torch.Tensor:

@@ -92,8 +92,9 @@ class _Shipped:
 
     def __init__(self, estimator):
         step = _backbone_step(estimator)
-        trunk = None if step is None else getattr(step, "trunk_", None)
-        graphs = {} if trunk is None else trunk.graphs(step.model_)
+        outputs = None if step is None else step.__sktransfer_outputs__()
+        trunk = None if outputs is None else outputs.trunk
+        graphs = {} if trunk is None else trunk.graphs(outputs.network)
         self.token = uuid.uuid4().hex
         self.payload = pickle.dumps((estimator, graphs), protocol=pickle.HIGHEST_PROTOCOL)
         self._estimator = estimator
@@ -132,22 +133,26 @@ def _output_spec(estimator, method: str):
     final = estimator[-1] if hasattr(estimator, "steps") else estimator
     if method == "transform":
         return [str(c) for c in estimator.get_feature_names_out()], np.dtype(np.float32)
+    from ._tasks import TargetScaler, Tasks
+
     classes = getattr(estimator, "classes_", None)
-    tasks = getattr(final, "_tasks", None)
-    if tasks is not None and len(tasks.classes) > 1:  # several targets (a 2-D y)
+    # What sktransfer's own estimators say of their outputs; another final
+    # step (a scikit-learn model after an extractor) has one target.
+    describe = getattr(final, "__sktransfer_outputs__", None)
+    encoder = None if describe is None else describe().encoder
+    if isinstance(encoder, Tasks) and encoder.n_outputs > 1:  # several targets (a 2-D y)
         if method == "predict_proba":
             raise ValueError(
-                f"method='predict_proba' of a classifier with {len(classes)} targets gives "
-                "one array per target; use method='predict' (one column per target).")
-        return [f"prediction{k}" for k in range(len(classes))], tasks.label_dtype
+                f"method='predict_proba' of a classifier with {encoder.n_outputs} targets "
+                "gives one array per target; use method='predict' (one column per target).")
+        return [f"prediction{k}" for k in range(encoder.n_outputs)], encoder.label_dtype
     if method == "predict_proba":
         return [str(c) for c in classes], np.dtype(np.float32)
     if classes is not None:
         return None, np.asarray(classes).dtype
-    n_targets = getattr(final, "n_targets_", 1)
-    if n_targets == 1 and getattr(final, "_y_1d", True):
+    if not isinstance(encoder, TargetScaler) or encoder.one_d:
         return None, np.dtype(np.float64)
-    return [f"prediction{k}" for k in range(n_targets)], np.dtype(np.float64)
+    return [f"prediction{k}" for k in range(encoder.n_outputs)], np.dtype(np.float64)
 
 
 def _check_paths(values, labels) -> None:

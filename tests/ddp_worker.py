@@ -44,11 +44,83 @@ def data(case):
     return X, y, None
 
 
+class Unpicklable(Exception):
+    """An error that pickles but does not unpickle (two arguments, one message)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} {b}")
+
+
+def _write(out, rank, result):
+    with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(result, f)
+
+
+def decide_error(accelerator, out):
+    """What the main process decides raises there: every process raises."""
+    from sktransfer._distributed import Processes
+
+    def decide():
+        raise Unpicklable(1, 2)
+
+    try:
+        Processes(accelerator).main_decides(decide)
+        raised = None
+    except Exception as exc:
+        raised = (type(exc).__name__, str(exc))
+    _write(out, accelerator.process_index, {"raised": raised})
+
+
+def failed_fit(accelerator, out, case):
+    """A model fitted in each process alone, then a distributed fit of it that
+    fails: the processes were given different images ("mismatch"), or one
+    process cannot read an image of its share ("unreadable": the other
+    process is then stopped by the launcher)."""
+    from PIL import Image
+
+    rank = accelerator.process_index
+    X, y = make_images(n=16, size=32)
+    paths = []
+    for i, image in enumerate(X):
+        path = os.path.join(out, f"{rank}-{i:02d}.png")
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    est = TransferClassifier(**dict(TINY, max_epochs=2, batch_size=8)).fit(paths, y)
+    expected = est.predict_proba(paths)
+    est.set_params(accelerator=accelerator)
+    before = pickle.dumps(est)
+    if case == "mismatch" and rank == 1:  # other pixels, the same targets
+        Image.fromarray(255 - X[0]).save(paths[0])
+    if case == "unreadable":  # the same data everywhere; the last image is in rank 1's share
+        data = open(paths[-1], "rb").read()
+        with open(paths[-1], "wb") as f:
+            f.write(data[: len(data) // 2])
+    try:
+        est.fit(paths, y)
+        raised = None
+    except Exception as exc:
+        raised = (type(exc).__name__, str(exc))
+    if case == "unreadable":  # compare with what the process could read
+        Image.fromarray(X[-1]).save(paths[-1])
+    if case == "mismatch" and rank == 1:
+        Image.fromarray(X[0]).save(paths[0])
+    _write(out, rank, {"raised": raised, "unchanged": pickle.dumps(est) == before,
+                       "same_prediction": bool((est.predict_proba(paths) == expected).all())})
+    if case == "mismatch":  # both processes wrote before either ends
+        accelerator.wait_for_everyone()
+    if raised is not None:
+        sys.exit(1)
+
+
 def main(case, out, checkpoint_dir=None, die_at=None):
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
     rank = accelerator.process_index
+    if case == "decide":
+        return decide_error(accelerator, out)
+    if case in ("mismatch", "unreadable"):
+        return failed_fit(accelerator, out, case)
     if case == "search":  # a search copying the estimator into worker processes
         from sklearn.model_selection import GridSearchCV
 

@@ -174,8 +174,8 @@ def _trained_parameters(backbone, size):
     net = BackboneNetwork.from_backbone(backbone, size)
     trained = []
     for k in range(len(net.stages) + 1):
-        n_frozen, _ = net.frozen_units(k, backbone.name)
-        trained.append(sum(p.numel() for i in range(n_frozen, net.n_units)
+        cut, _ = net.frozen_units(k)
+        trained.append(sum(p.numel() for i in range(cut, net.n_units)
                            for p in net.unit(i).parameters()))
     fp32 = sum(p.numel() for i in range(net.stage_ends()[0]) for p in net.unit(i).parameters())
     return trained, fp32

@@ -18,7 +18,7 @@ from PIL import Image
 
 from sktransfer import PretrainedFeatureExtractor, TransferClassifier, TransferRegressor
 
-from .conftest import TINY, make_images
+from .conftest import TINY, interrupt_in_epoch, make_images
 
 FAST = dict(TINY, max_epochs=3, batch_size=8)
 EXACT = dict(FAST, precision="float32", augment=False)
@@ -123,21 +123,6 @@ def flip_up_down(image):
     return image.flip(-2)
 
 
-def _interrupt_after(monkeypatch, n_scores):
-    from sktransfer._training import callbacks
-
-    original = callbacks.valid_accuracy
-    calls = []
-
-    def patched(net, X, y):
-        calls.append(1)
-        if len(calls) == n_scores:
-            raise KeyboardInterrupt
-        return original(net, X, y)
-
-    monkeypatch.setattr(callbacks, "valid_accuracy", patched)
-
-
 @pytest.mark.parametrize("augment, warns", [(flip_up_down, False),
                                             (lambda image: image.flip(-1), True)])
 def test_bug_resume_with_a_callable_augment_and_a_random_state_instance(
@@ -149,7 +134,7 @@ def test_bug_resume_with_a_callable_augment_and_a_random_state_instance(
                     augment=augment, random_state=np.random.RandomState(0),
                     checkpoint_dir=str(tmp_path / "ck"))
 
-    _interrupt_after(monkeypatch, 2)
+    interrupt_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         TransferClassifier(**params()).fit(X, y)
     monkeypatch.undo()
@@ -312,14 +297,42 @@ def test_extractor_stage_features_are_the_frozen_part_of_a_fine_tuned_model(data
     k = len(clf.stages_) - 2
     ext = PretrainedFeatureExtractor(**TINY, precision=precision, layer=f"stage{k}").fit(X)
     features = ext.transform(X)
-    net = clf.model_
-    assert net.n_frozen == net.stage_ends()[k - 1]
-    assert clf.trunk_.stop == net.n_frozen and not clf.trunk_.pool
+    outputs = clf.__sktransfer_outputs__()
+    net = outputs.network
+    assert net.cut == net.stage_ends()[k - 1]
+    assert outputs.trunk.cut == net.cut and not outputs.trunk.pool
     trunk = np.empty_like(features)
-    for pos, (out,) in clf._run(check_images(X), range(len(X)),
-                                fn=lambda x, _: clf.trunk_(net, x)):
+    for pos, (out,) in outputs.feed.run(check_images(X), range(len(X)),
+                                        fn=lambda x, _: outputs.frozen(x)):
         trunk[pos] = out.float().mean(dim=(2, 3)).cpu().numpy()
     np.testing.assert_allclose(trunk, features, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gradual_fit_predicts_with_its_frozen_units_as_they_trained(data, monkeypatch):
+    """On a CPU with native bf16, precision="auto" runs the frozen units in
+    bf16 (from the second stage on) and trains the top in float32. A gradual
+    fit that ends with units still frozen predicts the same way: the units
+    before the cut point in bf16, the rest in float32."""
+    from sktransfer import _device
+    from sktransfer._network import BackboneNetwork
+
+    monkeypatch.setattr(_device, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    calls = []
+    original = BackboneNetwork.forward_units
+
+    def spy(self, x, start=0, stop=None, dtype=torch.float32):
+        calls.append((start, stop, dtype))
+        return original(self, x, start, stop, dtype)
+
+    monkeypatch.setattr(BackboneNetwork, "forward_units", spy)
+    X, y = data
+    clf = TransferClassifier(**dict(FAST, max_epochs=2), trainable_stages="gradual").fit(X, y)
+    cut = clf.model_.cut
+    assert clf.trunk_ is None and clf.precision_ == "bfloat16" and cut > 0
+    assert (0, cut, torch.bfloat16) in calls and (cut, None, torch.float32) in calls
+    calls.clear()
+    clf.predict_proba(X)
+    assert set(calls) == {(0, cut, torch.bfloat16), (cut, None, torch.float32)}
 
 
 def test_one_precision_policy_for_features_and_predictions(data):
@@ -357,9 +370,9 @@ def test_cached_and_uncached_frozen_part_train_the_same(data, monkeypatch, augme
     params = dict(FAST, precision=precision, augment=augment,
                   trainable_stages=trainable_stages)
     cached = TransferClassifier(**params).fit(X, y)
-    monkeypatch.setattr(_training, "CACHE_FROZEN_OUTPUTS", False)
+    monkeypatch.setattr(_training, "PRECOMPUTE_FROZEN_OUTPUTS", False)
     uncached = TransferClassifier(**params).fit(X, y)
-    assert cached.frozen_cached_ and not uncached.frozen_cached_
+    assert cached.frozen_precomputed_ and not uncached.frozen_precomputed_
     assert [r["train_batch_count"] for r in cached.history_] == [3, 3, 3]  # 24 images / 8
     tol = 1e-5 if precision == "float32" else 2e-3
     np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X),
@@ -419,7 +432,7 @@ def test_resumed_fit_is_the_uninterrupted_fit(tmp_path, monkeypatch, data, patie
     whole = TransferClassifier(**params).fit(X, y)
     assert whole.n_epochs_ >= 3
     params["checkpoint_dir"] = str(tmp_path / "ck")
-    _interrupt_after(monkeypatch, 3)
+    interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         TransferClassifier(**params).fit(X, y)
     monkeypatch.undo()
@@ -429,17 +442,6 @@ def test_resumed_fit_is_the_uninterrupted_fit(tmp_path, monkeypatch, data, patie
         r["valid_acc"] for r in whole.history_]
     np.testing.assert_allclose(resumed.predict_proba(X), whole.predict_proba(X),
                                rtol=1e-5, atol=1e-6)
-
-
-def test_a_failed_fit_leaves_no_fitted_estimator(data):
-    from sklearn.exceptions import NotFittedError
-
-    X, y = data
-    clf = TransferClassifier(**FAST, trainable_stages=9)
-    with pytest.raises(ValueError, match="trainable_stages=9"):
-        clf.fit(X, y)
-    with pytest.raises(NotFittedError):
-        clf.predict(X)
 
 
 def test_after_a_nan_loss_a_new_fit_starts_afresh(tmp_path, data, monkeypatch):

@@ -131,13 +131,13 @@ def test_fp16_loss_scaling_trains_and_skips_overflowing_steps(data, monkeypatch)
 
     monkeypatch.setattr(_device, "training_dtype", lambda precision, device: torch.float16)
     steps = []
-    original = TransferNet._step_optimizer
+    original = TransferNet.train_step
 
-    def spy(self, step_fn):
+    def spy(self, batch, **fit_params):
         steps.append(self.grad_scaler_.get_scale())
-        return original(self, step_fn)
+        return original(self, batch, **fit_params)
 
-    monkeypatch.setattr(TransferNet, "_step_optimizer", spy)
+    monkeypatch.setattr(TransferNet, "train_step", spy)
     X, y = make_images(n=24)
     clf = TransferClassifier(**dict(GPU, device="cpu")).fit(X, y)
     assert len(steps) == 10 * 3  # every step went through the scaler

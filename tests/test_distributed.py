@@ -190,7 +190,7 @@ def test_shares_of_a_shuffled_epoch_make_up_the_one_process_epoch(n, batch_size)
 
     length, (order, views, sizes, _) = epoch(_processes(0, 1))
     shares = [epoch(_processes(r, 2)) for r in range(2)]
-    bounds = batch_bounds(n, batch_size, min_last=4)
+    bounds = batch_bounds(n, batch_size, world=2)
     assert all(s[0] == len(bounds) for s in shares)
     start = [0, 0]
     for b, (s, e) in enumerate(bounds):
@@ -207,8 +207,10 @@ def test_shares_of_a_shuffled_epoch_make_up_the_one_process_epoch(n, batch_size)
 
 def test_last_batch_too_small_to_share_joins_the_one_before():
     assert batch_bounds(17, 8) == [(0, 8), (8, 17)]
-    assert batch_bounds(19, 8, min_last=4) == [(0, 8), (8, 19)]
-    assert batch_bounds(20, 8, min_last=4) == [(0, 8), (8, 16), (16, 20)]
+    assert batch_bounds(16, 8) == [(0, 8), (8, 16)]
+    assert batch_bounds(1, 8) == [(0, 1)]
+    assert batch_bounds(19, 8, world=2) == [(0, 8), (8, 19)]
+    assert batch_bounds(20, 8, world=2) == [(0, 8), (8, 16), (16, 20)]
 
 
 class _StubAccelerator:
@@ -268,28 +270,38 @@ def test_accelerator_settings_the_fit_cannot_honour_are_refused(settings, match)
 
 
 def test_each_process_needs_its_share_of_batches_and_validation():
-    from sktransfer._transfer import _check_shares
+    from sktransfer._training.data import check_shares
 
-    _check_shares(4, 8, 8, 4)  # just enough
+    check_shares(4, 8, 8, 4)  # just enough
     with pytest.raises(ValueError, match="batch_size=6"):
-        _check_shares(4, 6, 100, 0)
+        check_shares(4, 6, 100, 0)
     with pytest.raises(ValueError, match="3 images.*validation_fraction"):
-        _check_shares(4, 32, 100, 3)
+        check_shares(4, 32, 100, 3)
 
 
-def test_the_main_process_raises_its_own_error():
-    """What the main process decides fails there with the original error (the
-    other processes get a copy that survives pickling)."""
-    from sktransfer._distributed import ONE_PROCESS, _picklable
+def test_the_main_process_raises_its_own_error(tmp_path):
+    """What the main process decides fails there with the original error; the
+    other process gets a copy that survives pickling."""
+    code, output = launch("decide", tmp_path)
+    assert code == 0, output[-4000:]
+    r0, r1 = results(tmp_path)
+    assert r0["raised"] == ("Unpicklable", "1 2")
+    assert r1["raised"] == ("RuntimeError", "Unpicklable: 1 2")
 
-    class Unpicklable(Exception):
-        def __init__(self, a, b):
-            super().__init__(f"{a} {b}")
 
-    def decide():
-        raise Unpicklable(1, 2)
-
-    with pytest.raises(Unpicklable):
-        ONE_PROCESS.main_decides(decide)
-    copy = _picklable(Unpicklable(1, 2))
-    assert type(copy) is RuntimeError and "Unpicklable: 1 2" in str(copy)
+@pytest.mark.parametrize("case, error", [("mismatch", "ValueError"),
+                                         ("unreadable", "ImageError")])
+def test_a_failed_distributed_fit_leaves_each_estimator_as_it_was(tmp_path, case, error):
+    """Processes given different images (the same targets) refuse to train;
+    a process that cannot read an image of its share stops the fit. Each
+    process's estimator, fitted before, pickles and predicts as it did."""
+    code, output = launch(case, tmp_path)
+    assert code != 0
+    ranks = [1] if case == "unreadable" else [0, 1]  # the launcher stops the other one
+    for rank in ranks:
+        with open(tmp_path / f"rank{rank}.pkl", "rb") as f:
+            r = pickle.load(f)
+        assert r["raised"] is not None and r["raised"][0] == error, r
+        assert r["unchanged"] and r["same_prediction"], r
+    if case == "mismatch":
+        assert "differ from rank 0 in the images" in r["raised"][1]

@@ -54,7 +54,8 @@ def test_multilabel_indicator_outputs():
     X, y1 = make_images(12)
     y = np.column_stack([y1, 1 - y1, np.arange(12) % 3 == 0]).astype(int)
     clf = TransferClassifier(**FAST).fit(X, y)
-    assert clf._tasks.kind == "multilabel-indicator" and clf._tasks.widths == (1, 1, 1)
+    tasks = clf.target_encoder_
+    assert tasks.kind == "multilabel-indicator" and tasks.widths == (1, 1, 1)
     assert clf.model_.head[-1].heads[0].out_features == 1  # one sigmoid per label
     assert [c.tolist() for c in clf.classes_] == [[0, 1]] * 3
     proba = clf.predict_proba(X)
@@ -160,7 +161,7 @@ def test_multilabel_with_missing_labels_from_pandas_pickle_and_explain(scales):
     y.iloc[2, 1] = pd.NA
     y.iloc[5, 0] = pd.NA
     clf = TransferClassifier(**FAST).fit(X, y)
-    assert clf._tasks.kind == "multilabel-indicator"
+    assert clf.target_encoder_.kind == "multilabel-indicator"
     assert [c.tolist() for c in clf.classes_] == [[0, 1]] * 3
     # each label's loss is its mean over the 11 or 12 images labelled for it
     np.testing.assert_allclose(scales[-1][1], [12 / 11 / 3, 12 / 11 / 3, 1 / 3])
@@ -188,8 +189,10 @@ def test_class_weight_per_column():
     y = _multiclass_y(12)
     per_column = [{0: 1, 1: 3}, {"a": 2, "b": 1, "c": 1}]
     clf = TransferClassifier(**FAST, class_weight=per_column).fit(X, y)
-    codes = _tasks.encode(y, clf._tasks)
-    loss = clf._criterion(codes, np.ones(12))
+    codes = clf.target_encoder_.encode(y)
+    loss = _tasks.classification_loss(clf.target_encoder_, codes, np.ones(12),
+                                      class_weight=per_column, task_weights=None,
+                                      label_smoothing=0.1)
     # each column's class weights weigh that column's loss, per class
     np.testing.assert_allclose(loss.class_weights_0.numpy(), [1, 3])
     np.testing.assert_allclose(loss.class_weights_1.numpy(), [2, 1, 1])  # a, b, c
@@ -278,7 +281,7 @@ def test_regressor_task_weights():
     reg = TransferRegressor(**FAST, task_weights=[1, 0]).fit(X, y)
     assert reg.predict(X).shape == (12, 2)
     # the second target's loss weighs nothing
-    loss = reg._criterion(y, np.ones(12))
+    loss = _tasks.regression_loss([1, 0], 2)
     np.testing.assert_allclose(loss.weights.numpy(), [1, 0])
     pred = torch.zeros(3, 2, requires_grad=True)
     loss(pred, torch.ones(3, 2)).sum().backward()

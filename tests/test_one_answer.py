@@ -15,7 +15,7 @@ import torch
 
 from sktransfer import PretrainedFeatureExtractor, TransferClassifier, _engines, _process_cache
 
-from .conftest import TINY, make_images
+from .conftest import TINY, assert_bf16_close, make_images
 
 #: The user guide's tolerance between inference engines at float32.
 ENGINE_ATOL = 1e-4
@@ -23,24 +23,12 @@ ENGINES = ["torch", "onnxruntime", "openvino"]
 FAST = dict(TINY, max_epochs=1, batch_size=8, dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_caches():
-    _process_cache.clear()
-    yield
-    _process_cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_process_caches")
 
 
 @pytest.fixture(scope="module")
 def data():
     return make_images(16)
-
-
-def _with_memory(est, location):
-    """The same fitted model, its frozen trunk's outputs kept under ``location``."""
-    other = pickle.loads(pickle.dumps(est))
-    other.memory = location
-    other.trunk_ = est.trunk_.replace(location=str(location))
-    return other
 
 
 #: A channels-first and a channels-last backbone (its stages return (N, H, W, C)),
@@ -60,21 +48,28 @@ def test_fine_tuned_model_gives_one_answer_on_every_path(data, tmp_path, backbon
         pytest.skip("ONNX Runtime computes float32 only (precision_ becomes 'float32')")
     X, y = data
     spec = BACKBONES[backbone]
-    est = TransferClassifier(**dict(FAST, engine=engine, backbone=backbone,
-                                    image_size=spec["image_size"]),
-                             precision=precision, tta=tta,
-                             trainable_stages=spec["cuts"][cut]).fit(X, y)
-    assert est.trunk_.stop == est.model_.stage_ends()[-1 - spec["cuts"][cut]]
+    params = dict(FAST, engine=engine, backbone=backbone, image_size=spec["image_size"],
+                  precision=precision, tta=tta, trainable_stages=spec["cuts"][cut])
+    est = TransferClassifier(**params).fit(X, y)
+    assert est.trunk_.cut == est.model_.stage_ends()[-1 - spec["cuts"][cut]]
     assert est.engine_ == engine
     before = pickle.dumps(est)
     ref = est.predict_proba(X)
     np.testing.assert_array_equal(est.predict_proba(X), ref)  # the second call
     assert pickle.dumps(est) == before  # predict wrote nothing
     np.testing.assert_array_equal(pickle.loads(before).predict_proba(X), ref)
-    stored = _with_memory(est, tmp_path)
-    np.testing.assert_array_equal(stored.predict_proba(X), ref)  # computed and stored
-    _process_cache.clear()  # a new process: entries read from disk
+    # The same fit with memory=, as a user runs it: outputs computed and stored
+    # in training, then, in a new process, read from disk ...
+    stored = TransferClassifier(**params, memory=tmp_path).fit(X, y)
     np.testing.assert_array_equal(stored.predict_proba(X), ref)
+    _process_cache.clear()
+    np.testing.assert_array_equal(stored.predict_proba(X), ref)
+    # ... and for images it has not seen: computed and stored by predict, then read
+    new, _ = make_images(6, seed=1)
+    expected = est.predict_proba(new)
+    np.testing.assert_array_equal(stored.predict_proba(new), expected)
+    _process_cache.clear()
+    np.testing.assert_array_equal(stored.predict_proba(new), expected)
     assert list((tmp_path / "sktransfer-frozen").iterdir())
 
 
@@ -88,23 +83,28 @@ def test_a_fit_with_memory_learns_and_predicts_what_a_fit_without_it_does(data, 
     np.testing.assert_array_equal(stored.predict_proba(X), plain.predict_proba(X))
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("layer", ["pooled", "stage1", "stage3"])
-def test_extractor_gives_one_answer_on_every_path(data, tmp_path, engine, layer):
+def test_extractor_gives_one_answer_on_every_path(data, tmp_path, engine, layer, precision):
     X, _ = data
-    est = PretrainedFeatureExtractor(**dict(TINY, engine=engine), layer=layer).fit(X)
+    params = dict(TINY, engine=engine, layer=layer, precision=precision)
+    est = PretrainedFeatureExtractor(**params).fit(X)
     before = pickle.dumps(est)
     ref = est.transform(X)
     np.testing.assert_array_equal(est.transform(X), ref)
     assert pickle.dumps(est) == before
     np.testing.assert_array_equal(pickle.loads(before).transform(X), ref)
-    stored = _with_memory(est, tmp_path)
+    stored = PretrainedFeatureExtractor(**params, memory=tmp_path).fit(X)
     np.testing.assert_array_equal(stored.transform(X), ref)
     _process_cache.clear()
     np.testing.assert_array_equal(stored.transform(X), ref)
     exact = PretrainedFeatureExtractor(**dict(TINY, engine="torch"), layer=layer,
-                                       precision="float32").fit(X)
-    np.testing.assert_allclose(ref, exact.transform(X), atol=ENGINE_ATOL)
+                                       precision="float32").fit(X).transform(X)
+    if est.precision_ == "float32":  # ONNX Runtime computes float32 whatever was asked
+        np.testing.assert_allclose(ref, exact, atol=ENGINE_ATOL)
+    else:
+        assert_bf16_close(ref, exact)
 
 
 @pytest.mark.parametrize("trainable_stages", [1, 4])
@@ -114,11 +114,12 @@ def test_engines_agree_on_the_frozen_trunk_within_the_stated_tolerance(data, tra
     X, y = data
     est = TransferClassifier(**FAST, precision="float32",
                              trainable_stages=trainable_stages).fit(X, y)
+    described = est.__sktransfer_outputs__()
     outputs = {}
     for engine in ENGINES:
-        trunk = est.trunk_.replace(engine=engine)
-        outputs[engine] = torch.cat([out for _, (out,) in est._run(
-            check_images(X), range(len(X)), fn=lambda x, _, t=trunk: t(est.model_, x))])
+        trunk = described.trunk.replace(engine=engine)
+        outputs[engine] = torch.cat([out for _, (out,) in described.feed.run(
+            check_images(X), range(len(X)), fn=lambda x, _, t=trunk: t(described.network, x))])
     for engine in ENGINES[1:]:
         np.testing.assert_allclose(outputs[engine], outputs["torch"], atol=ENGINE_ATOL)
 

@@ -24,7 +24,7 @@ from sktransfer import (
     export_onnx,
     onnx_inputs,
 )
-from sktransfer._onnx import _float32_copy
+from sktransfer._onnx import float32_reference
 
 from .conftest import TINY, make_images
 
@@ -68,7 +68,7 @@ def test_extractor_export_matches_float32_features(tmp_path, data):
     # dynamic batch: 1 and 5 images, the estimator's features at float32
     session = _session(tmp_path / "ext.onnx")
     Xs = _at_size(X, ext.image_size_)
-    expected = _float32_copy(ext).transform(Xs)
+    expected = float32_reference(ext, Xs)["features"]
     for n in (1, 5):
         (got,) = session.run(None, {"images": onnx_inputs(Xs[:n], ext)})
         np.testing.assert_allclose(got, expected[:n], atol=1e-5)
@@ -91,11 +91,11 @@ def test_classifier_export_labels_tta_softmax(classifier_file, data):
     assert report.label_agreement == 1.0 and report.n_check == len(X)
     session = _session(path)
     Xs = _at_size(X, clf.image_size_)
-    ref = _float32_copy(clf)
     for n in (1, 7):  # the batch dimension is dynamic
         label, proba = session.run(None, {"images": onnx_inputs(Xs[:n], clf)})
-        np.testing.assert_allclose(proba, ref.predict_proba(Xs[:n]), atol=1e-5)
-        assert label.tolist() == ref.predict(Xs[:n]).tolist()  # the original string labels
+        ref = float32_reference(clf, Xs[:n])
+        np.testing.assert_allclose(proba, ref["probabilities"], atol=1e-5)
+        assert label.tolist() == ref["label"].tolist()  # the original string labels
     assert set(label) <= {"crack", "ok"}
 
 
@@ -195,6 +195,6 @@ def test_serving_needs_neither_torch_nor_sklearn(tmp_path, classifier_file, data
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     got = json.loads(out.stdout)
-    ref = _float32_copy(clf)
-    assert got["label"] == ref.predict(files).tolist()
-    np.testing.assert_allclose(got["proba"], ref.predict_proba(files), atol=1e-5)
+    ref = float32_reference(clf, files)
+    assert got["label"] == ref["label"].tolist()
+    np.testing.assert_allclose(got["proba"], ref["probabilities"], atol=1e-5)

@@ -126,7 +126,7 @@ MODELS = {
                               "images", _scratch_same),
 }
 #: What compare runs by default: scratch_same trains the whole network, with
-#: no frozen part computed once and cached, so every epoch runs all of it
+#: no frozen part whose outputs are computed once, so every epoch runs all of it
 #: forward and backward; with it a default ELPV run would pass its 30-minute
 #: budget: ask for it with models=.
 DEFAULT_MODELS = tuple(m for m in MODELS if m != "scratch_same")

@@ -142,7 +142,7 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
       from random weights (``weights=None``), every layer trained
       (``trainable_stages="all"``): what the pretrained weights are worth,
       not only a small tutorial CNN. Not run by default: with nothing
-      frozen to compute once and cache, every epoch runs the whole network
+      frozen whose outputs could be computed once, every epoch runs the whole network
       forward and backward (``benchmarks/results/seed_claims.md`` gives its
       fit times on ELPV).
 
@@ -284,9 +284,9 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
     # Sizes from every fold, run or not, so that a fold's subsets do not
     # depend on which folds this call runs.
     sizes = _train_sizes(train_sizes, min(len(tr) for tr, _ in splits))
-    with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as run_cache:
+    with tempfile.TemporaryDirectory(prefix="sktransfer-compare-") as run_memory:
         settings = {"quick": quick, "image_size": image_size,
-                    "memory": run_cache if memory is None else memory,
+                    "memory": run_memory if memory is None else memory,
                     "model_params": model_params}
         rows = _run_models(models, inputs, y_all, {f: splits[f] for f in folds}, cv, sizes,
                            settings, seed, n_classes, max_minutes, t_start, verbose)

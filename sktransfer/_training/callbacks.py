@@ -2,8 +2,8 @@
 
 Learning rate: :class:`BatchOneCycle`. Freezing: :class:`GradualUnfreeze`.
 Scoring and stopping: :func:`valid_accuracy`, :class:`ResumableEarlyStopping`.
-Randomness: :class:`SeedEpoch`. Recovery: :class:`KeepLastGood`. Several
-processes: :class:`ReduceAcrossProcesses`.
+Randomness: :class:`SeedEpoch`. Several processes:
+:class:`ReduceAcrossProcesses`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class GradualUnfreeze(Callback):
     Parameters
     ----------
     schedule : list of int
-        Frozen units from the second epoch on (see
+        The cut point from the second epoch on (see
         :meth:`~sktransfer._network.BackboneNetwork.frozen_units`).
     """
 
@@ -60,7 +60,7 @@ class GradualUnfreeze(Callback):
         epoch = len(net.history)  # already includes this epoch's row
         k = min(epoch - 1, len(self.schedule))
         if k > 0:
-            unwrapped_module(net).network.freeze_first(self.schedule[k - 1])
+            unwrapped_module(net).network.freeze_before(self.schedule[k - 1])
             if hasattr(net, "rewrap_module"):  # the gradient all-reduce must cover them
                 net.rewrap_module()
 
@@ -137,19 +137,6 @@ class ResumableEarlyStopping(EarlyStopping):
 def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temporary file, renamed into place: never half written."""
     atomic_write(path, lambda f: torch.save(obj, f))
-
-
-# -- recovery ------------------------------------------------------------------------
-
-
-class KeepLastGood(Callback):
-    """A copy of the weights after each finished epoch, to fall back on after a NaN loss."""
-
-    def on_train_begin(self, net, **kwargs):
-        self.state_ = copy.deepcopy(unwrapped_module(net).state_dict())
-
-    def on_epoch_end(self, net, **kwargs):
-        self.state_ = copy.deepcopy(unwrapped_module(net).state_dict())
 
 
 def unwrapped_module(net) -> torch.nn.Module:

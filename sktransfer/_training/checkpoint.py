@@ -17,11 +17,12 @@ from numbers import Number
 
 import numpy as np
 import torch
-from skorch.callbacks import Checkpoint
+from skorch.callbacks import Callback, Checkpoint
 
 from .._io import atomic_write
 
-CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", "best_params.pt")
+CHECKPOINT_FILES = ("params.pt", "optimizer.pt", "history.json", "best_params.pt",
+                    "loss_scaler.pt")
 
 
 def stable_value(value):
@@ -133,13 +134,28 @@ class CheckpointDir:
             f_optimizer="optimizer.pt", f_criterion=None, f_history="history.json",
             load_best=False)
 
+    def callbacks(self, is_main: bool = True) -> list:
+        """What checkpoints a fit after every epoch: skorch's ``Checkpoint``,
+        then the fp16 loss scaler's state (which skorch's does not know)."""
+        return [("checkpoint", self.checkpoint()),
+                ("loss_scaler", LossScalerCheckpoint(self.file("loss_scaler.pt"), is_main))]
+
     def load(self, net) -> int:
         """Load the checkpoint into an initialised ``net`` (skorch's
         ``load_params``, what ``LoadInitState`` calls) before training starts,
         so that every callback sees the history from its ``on_train_begin``;
-        returns the number of epochs loaded."""
+        returns the number of epochs loaded. A float16 fit's loss scale
+        continues where it was, as an uninterrupted fit's does."""
         net.load_params(checkpoint=self.checkpoint())
-        return len(net.history)
+        epochs = len(net.history)
+        scaler = loss_scaler(net)
+        if scaler is not None and os.path.exists(self.file("loss_scaler.pt")):
+            saved = torch.load(self.file("loss_scaler.pt"), weights_only=True)
+            # written after the epoch's checkpoint: a process killed between
+            # the two leaves the scale of the epoch before, which is not used
+            if saved["epoch"] == epochs:
+                scaler.load_state_dict(saved["state"])
+        return epochs
 
     def mark_complete(self, ended: str = "done") -> None:
         """The fit ended (``"done"``, or ``"nan"`` after a NaN loss): the next
@@ -150,3 +166,26 @@ class CheckpointDir:
 
     def _write(self, info: dict) -> None:
         atomic_write(self.info_path, json.dumps(info).encode())
+
+
+def loss_scaler(net):
+    """The fp16 loss scaler of ``net`` (its own, or its accelerator's), or ``None``."""
+    scaler = getattr(net, "grad_scaler_", None)
+    if scaler is None:
+        scaler = getattr(getattr(net, "accelerator", None), "scaler", None)
+    return scaler
+
+
+class LossScalerCheckpoint(Callback):
+    """The fp16 loss scaler's state after every epoch, with the epoch it
+    belongs to, written by the main process."""
+
+    def __init__(self, path: str, is_main: bool = True):
+        self.path = path
+        self.is_main = is_main
+
+    def on_epoch_end(self, net, **kwargs):
+        scaler = loss_scaler(net)
+        if scaler is not None and self.is_main:
+            saved = {"epoch": len(net.history), "state": scaler.state_dict()}
+            atomic_write(self.path, lambda f: torch.save(saved, f))

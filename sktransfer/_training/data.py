@@ -33,12 +33,14 @@ from tqdm.auto import tqdm
 from .. import _inference
 from .._distributed import ONE_PROCESS, Processes
 from .._images import ImageSource
-from .._inputs import Preprocess, iter_batches
-from .._trunk import FrozenTrunk, as_top_input
+from .._inference import Feed
+from .._inputs import iter_batches
+from .._trunk import FrozenPart, as_top_input
 
 
 class TrainingData(torch.utils.data.Dataset):
-    """The images of one part of a fit (training or validation), as the top sees them.
+    """The images and targets of one part of a fit (training or validation),
+    as the trained top sees them.
 
     Parameters
     ----------
@@ -49,55 +51,35 @@ class TrainingData(torch.utils.data.Dataset):
     targets, weights : arrays
         Of this part's images, in the order of ``indices``. The weights are
         scaled to mean 1.
-    network : BackboneNetwork
-        Its first ``n_frozen`` units are the frozen part.
-    preprocess : Preprocess
-    device, dtype :
-        Where the frozen part runs, and its precision when it changes during
-        the fit (gradual unfreezing: no trunk).
-    views : tuple of str
+    views : tuple of str, default=("identity",)
         The fixed views to draw from (``FLIPS`` or ``("identity",)``);
         ignored when ``augment`` is given.
-    augment : callable or None
+    augment : callable or None, default=None
         A random augmentation of one ``(3, H, W)`` image in [0, 1].
-    cache : bool
-        Compute the frozen part's outputs once (only with fixed views).
-    batch_size, n_jobs, verbose :
-        Of the pass that fills the cache, and of decoding.
-    trunk : FrozenTrunk or None
-        Runs the fixed frozen part (with its engine, precision and store);
-        ``None``: the network's first ``n_frozen`` units, in torch, as they
-        are at each batch.
-    processes : Processes
-        The processes of the fit: each computes its share of the cached
-        outputs.
+    frozen : FrozenPart
+        The frozen units, run on each batch when nothing is stored.
+    feed : Feed
+        How the images are decoded and batched, and the device.
+    stored : FrozenOutputs or None, default=None
+        The frozen part's outputs of this part's images and views, computed
+        once (only with fixed views); ``None``: computed batch by batch.
     """
 
-    def __init__(self, source: ImageSource, indices, targets, weights, *, network,
-                 preprocess: Preprocess, device: torch.device, dtype: torch.dtype,
-                 views=("identity",), augment: Callable | None = None, cache: bool = False,
-                 batch_size: int = 32, n_jobs: int | None = None, verbose: int = 0,
-                 trunk: FrozenTrunk | None = None, processes: Processes = ONE_PROCESS):
+    def __init__(self, source: ImageSource, indices, targets, weights, *,
+                 views=("identity",), augment: Callable | None = None,
+                 frozen: FrozenPart, feed: Feed, stored: FrozenOutputs | None = None):
+        if stored is not None and augment is not None:
+            raise ValueError("random augmentation has no fixed views to store")
         self.source = source
         self.indices = np.asarray(indices)
         self.targets = torch.as_tensor(np.asarray(targets))
         weights = np.asarray(weights, dtype=np.float64)
         self.weights = torch.as_tensor(weights / weights.mean(), dtype=torch.float32)
-        self.network = network
-        self.preprocess = preprocess
-        self.device = device
-        self.dtype = dtype
         self.views = tuple(views) if augment is None else ("augmented",)
         self.augment = augment
-        self.batch_size = batch_size
-        self.n_jobs = n_jobs
-        self.trunk = trunk
-        self.processes = processes
-        self.cached = None
-        if cache:
-            if augment is not None:
-                raise ValueError("random augmentation cannot be cached")
-            self.cached = _on_device(self._frozen_outputs(verbose), device)
+        self.frozen = frozen
+        self.feed = feed
+        self.stored = stored
 
     def __len__(self):
         return len(self.indices)
@@ -110,50 +92,31 @@ class TrainingData(torch.utils.data.Dataset):
     def n_views(self) -> int:
         return len(self.views)
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trunk is not None:
-            return self.trunk(self.network, x)
-        net = self.network
-        return net.forward_units(x, 0, net.n_frozen, self.dtype)
-
-    def _frozen_outputs(self, verbose: int) -> torch.Tensor:
-        """``(n_views, n, ...)``: the frozen part's output of every image and view
-        (each process computes its share; every process gets all of them)."""
-        share = self.indices[self.processes.shard(len(self.indices))]
-        bar = tqdm(total=len(share), unit="img", disable=not verbose or not self.processes.is_main,
-                   desc="frozen part, once", file=sys.stderr)
-        with bar:
-            local = self.trunk.outputs(
-                self.network, self.source, share, self.views,
-                preprocess=self.preprocess, batch_size=self.batch_size, n_jobs=self.n_jobs,
-                progress=bar)
-        return self.processes.gather_rows(local, len(self.indices), dim=1)
-
     def batches(self, order: np.ndarray, views: np.ndarray, sizes=None, scales=None):
         """Yield ``(x, (targets, weights))`` for positions ``order`` of this part,
         each seen as view ``views[k]`` (an index into ``self.views``), in
-        batches of ``sizes`` (default: :func:`batch_bounds` of ``batch_size``),
-        the weights of batch ``b`` multiplied by ``scales[b]``."""
+        batches of ``sizes`` (default: :func:`batch_bounds` of the feed's
+        batch size), the weights of batch ``b`` multiplied by ``scales[b]``."""
         if sizes is None:
-            sizes = [e - s for s, e in batch_bounds(len(order), self.batch_size)]
+            sizes = [e - s for s, e in batch_bounds(len(order), self.feed.batch_size)]
         scales = [1.0] * len(sizes) if scales is None else scales
-        if self.cached is not None:
+        if self.stored is not None:
             starts = np.cumsum([0, *sizes])
             for s, e, scale in zip(starts[:-1], starts[1:], scales):
                 pos = torch.as_tensor(order[s:e])
-                at = self.cached.device
-                x = self.cached[torch.as_tensor(views[s:e]).to(at), pos.to(at)]
+                x = self.stored.batch(views[s:e], order[s:e])
                 yield as_top_input(x), (self.targets[pos], _scaled(self.weights[pos], scale))
             return
         # Decoded in this order, one batch ahead, in n_jobs threads.
+        feed = self.feed
         for b, (pos, batch) in enumerate(iter_batches(
-                self.source, self.indices[order], sizes, self.preprocess, self.n_jobs,
+                self.source, self.indices[order], sizes, feed.preprocess, feed.n_jobs,
                 normalize=False)):
             chunk = order[pos]
             batch = self._view(batch, views[pos])
-            x = _inference.to_device(self.preprocess.normalize(batch), self.device)
+            x = _inference.to_device(feed.preprocess.normalize(batch), feed.device)
             with torch.no_grad():
-                x = self._trunk(x)
+                x = self.frozen(x)
             chunk = torch.as_tensor(chunk)
             yield as_top_input(x), (self.targets[chunk], _scaled(self.weights[chunk], scales[b]))
 
@@ -167,36 +130,86 @@ class TrainingData(torch.utils.data.Dataset):
         return batch
 
 
-def batch_bounds(n: int, batch_size: int, min_last: int = 2) -> list[tuple[int, int]]:
-    """``(start, end)`` of each training batch of ``n`` images: ``batch_size``
-    each, except that a last batch of fewer than ``min_last`` images joins
-    the one before.
+class FrozenOutputs:
+    """The frozen part's output of every image and view of one part of a fit,
+    computed once before training (or read from ``memory=``).
 
-    BatchNorm in training mode cannot normalise one image whose map is 1x1
-    (a small ``image_size`` at the last stage); one image in a batch of its
-    own would also get a whole step's pull. Split across processes, every
-    process's share of the last batch needs two images: ``min_last`` is
-    twice the number of processes.
+    ``tensor``: ``(n_views, n, ...)``, on the training GPU when it takes at
+    most a quarter of its free memory (each batch is then gathered there),
+    else on the CPU.
     """
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    @classmethod
+    def compute(cls, frozen: FrozenPart, source: ImageSource, indices, views, feed: Feed, *,
+                processes: Processes = ONE_PROCESS, verbose: int = 0) -> FrozenOutputs:
+        """Run ``frozen`` once on every image of ``indices`` as each view; over
+        several processes each computes its share, and every process gets
+        all of them."""
+        indices = np.asarray(indices)
+        share = indices[processes.shard(len(indices))]
+        bar = tqdm(total=len(share), unit="img", disable=not verbose or not processes.is_main,
+                   desc="frozen part, once", file=sys.stderr)
+        with bar:
+            local = frozen.outputs(source, share, views, feed, progress=bar)
+        return cls(_on_device(processes.gather_rows(local, len(indices), dim=1), feed.device))
+
+    def batch(self, views: np.ndarray, positions: np.ndarray) -> torch.Tensor:
+        """The outputs of the images at ``positions`` of the part, each as its view."""
+        at = self.tensor.device
+        return self.tensor[torch.as_tensor(views).to(at), torch.as_tensor(positions).to(at)]
+
+
+#: Images each process needs of every training batch: BatchNorm in training
+#: mode cannot normalise one image whose map is 1x1 (a small ``image_size``
+#: at the last stage), and one image in a batch of its own would get a whole
+#: step's pull.
+MIN_SHARE = 2
+
+
+def batch_bounds(n: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
+    """``(start, end)`` of each training batch of ``n`` images: ``batch_size``
+    each, except that a last batch too small to give each of the ``world``
+    processes :data:`MIN_SHARE` images joins the one before."""
     starts = list(range(0, n, batch_size))
-    if len(starts) > 1 and n - starts[-1] < min_last:
+    if len(starts) > 1 and n - starts[-1] < MIN_SHARE * world:
         starts.pop()
     return [(s, ends) for s, ends in zip(starts, starts[1:] + [n])]
+
+
+def check_shares(world: int, batch_size: int, n_train: int, n_valid: int) -> None:
+    """Every process needs :data:`MIN_SHARE` images of each training batch
+    and one validation image (validation is scored in shares)."""
+    if world == 1:
+        return
+    need = MIN_SHARE * world
+    if min(batch_size, n_train) < need:
+        raise ValueError(
+            f"Each batch is split across the {world} processes of the accelerator, and "
+            f"each process needs at least {MIN_SHARE} images of it: batch_size={batch_size} "
+            f"and {n_train} training images must both be at least {need}.")
+    if 0 < n_valid < world:
+        raise ValueError(
+            f"The validation part ({n_valid} images) is scored in shares by the {world} "
+            "processes of the accelerator, and each needs at least one image: raise "
+            "validation_fraction, or set it to None.")
 
 
 def _scaled(weights: torch.Tensor, scale: float) -> torch.Tensor:
     return weights if scale == 1.0 else weights * scale
 
 
-def _on_device(cached: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The stored frozen outputs on a GPU when they take at most a quarter of
-    its free memory (each batch is then gathered there, with no copy), else
+def _on_device(outputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The frozen outputs on a GPU when they take at most a quarter of its
+    free memory (each batch is then gathered there, with no copy), else
     where they are."""
     if device.type != "cuda":
-        return cached
+        return outputs
     free, _ = torch.cuda.mem_get_info(device)
-    nbytes = cached.numel() * cached.element_size()
-    return cached.to(device) if nbytes <= free // 4 else cached
+    nbytes = outputs.numel() * outputs.element_size()
+    return outputs.to(device) if nbytes <= free // 4 else outputs
 
 
 class EpochBatches:
@@ -224,7 +237,7 @@ class EpochBatches:
         self.processes = processes
 
     def _bounds(self):
-        return batch_bounds(len(self.dataset), self.batch_size, 2 * self.processes.world)
+        return batch_bounds(len(self.dataset), self.batch_size, self.processes.world)
 
     def __len__(self):
         return len(self._bounds())
