@@ -68,7 +68,7 @@ def bare_loop(clf, n, epochs, compiled=False):
     with torch.no_grad():
         size = clf.image_size_
         x0 = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
-        shape = network.forward_units(x0, 0, network.n_frozen).shape[1:]
+        shape = network.forward_units(x0, 0, network.cut).shape[1:]
     x = torch.randn(n, *shape).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (n,))
 
@@ -78,7 +78,7 @@ def bare_loop(clf, n, epochs, compiled=False):
             self.net = net
 
         def forward(self, z):
-            return self.net.head(self.net.forward_units(z, self.net.n_frozen).flatten(1))
+            return self.net.head(self.net.forward_units(z, self.net.cut).flatten(1))
 
     top = Top(network).train()
     params = [p for p in top.parameters() if p.requires_grad]

@@ -47,7 +47,7 @@ from _machine import describe_machine, machine_markdown  # noqa: E402
 
 from sktransfer import (
     PretrainedFeatureExtractor,  # noqa: E402
-    _cache,  # noqa: E402
+    _process_cache,  # noqa: E402
 )
 from sktransfer.datasets import load_elpv  # noqa: E402
 
@@ -209,7 +209,7 @@ def main():
     out["grid_precomputed_total_s"] = default["one_pass_s"] + out["grid_precomputed_search_s"]
     log("(c) grid search over the cached pipeline, cold cache...")
     with tempfile.TemporaryDirectory() as cache_dir:
-        _cache.clear_memo()
+        _process_cache.clear()
         pipe = make_pipeline(PretrainedFeatureExtractor(memory=cache_dir), StandardScaler(),
                              LogisticRegression(max_iter=3000))
         t = time.perf_counter()

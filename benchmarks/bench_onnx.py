@@ -45,8 +45,7 @@ def main(model_path: str) -> dict:
     import onnxruntime as ort
 
     # private helpers, imported here so that rendering needs only the results
-    from sktransfer._testing import Preprocess, check_images, iter_batches
-    from sktransfer._testing import float32_copy as _float32_copy
+    from sktransfer._testing import Preprocess, check_images, float32_reference, iter_batches
 
     _, _, X_test, y_test = paper_split()
     model = joblib.load(model_path)
@@ -72,15 +71,14 @@ def main(model_path: str) -> dict:
         tensors = np.concatenate([b.numpy() for _, b in iter_batches(
             source, range(len(source)), 64, Preprocess(**model.preprocess_), 2,
             normalize=False)])
-        ref = _float32_copy(model)
         start = time.perf_counter()
-        proba32 = ref.predict_proba(tensors.transpose(0, 2, 3, 1))
+        proba32 = float32_reference(model, tensors.transpose(0, 2, 3, 1))["probabilities"]
         torch_s = time.perf_counter() - start
         start = time.perf_counter()
         onnx_label, onnx_proba = session.run(None, {"images": tensors})
         onnx_s = time.perf_counter() - start
         max_dp = float(np.abs(onnx_proba - proba32).max())
-        same_tensor_agreement = float(np.mean(onnx_label == ref.classes_[proba32.argmax(1)]))
+        same_tensor_agreement = float(np.mean(onnx_label == model.classes_[proba32.argmax(1)]))
 
         # The torch-free route a service takes: files -> PIL -> ONNX Runtime.
         start = time.perf_counter()
@@ -88,7 +86,7 @@ def main(model_path: str) -> dict:
         prep_s = time.perf_counter() - start
         served_label, _ = session.run(None, {"images": served_in})
         pixels = float(np.abs(served_in - tensors).max())
-    label32 = ref.predict(X_test)
+    label32 = float32_reference(model, X_test)["label"]
     result = {
         "model": str(model_path),
         "model_test_accuracy": accuracy,

@@ -200,7 +200,7 @@ def run(name):
                             if k not in ("verbose", "random_state")}
         result["image_size"] = model.image_size_
         result["epochs_run"] = model.n_epochs_
-        result["frozen_cached"] = model.frozen_cached_
+        result["frozen_precomputed"] = model.frozen_precomputed_
         result["history"] = [{k: v for k, v in row.items()
                               if isinstance(v, (int, float, bool, str))}
                              for row in model.history_]

@@ -95,7 +95,7 @@ def check_fit(state: dict) -> dict:
             "fit_s": fit_s, "epochs_run": model.n_epochs_, "image_size": model.image_size_,
             "frozen_precision": model.precision_,
             "training_precision": dtype_name(training_dtype(precision, model.device_)),
-            "frozen_cached": model.frozen_cached_,
+            "frozen_precomputed": model.frozen_precomputed_,
             "epoch_s": [row["dur"] for row in model.history_],
             **_score(model, X_test, y_test)}
         if precision == "auto":
