@@ -57,7 +57,7 @@ def pages() -> dict:
     import seed_claims
     import select_transfer_defaults
 
-    seed_text, headline = seed_claims.render(write=False)
+    seed_text, headline, summary = seed_claims.render(write=False)
     guide = ROOT / "docs" / "user_guide.md"
     scaling = ROOT / "docs" / "scaling.md"
     out = {
@@ -88,8 +88,10 @@ def pages() -> dict:
             scaling.read_text(), bench_distributed.docs_block(
                 _json("distributed.json"), _json("gpu_check.json"))),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
-        "README.md": seed_claims.readme_with_headline((ROOT / "README.md").read_text(),
-                                                      headline),
+        "README.md": seed_claims.readme_with_summary((ROOT / "README.md").read_text(),
+                                                     summary),
+        "docs/results.md": seed_claims.results_page((ROOT / "docs" / "results.md").read_text(),
+                                                    headline),
         "docs/user_guide.md": bench_multitask.guide_with_block(
             guide.read_text(), bench_multitask.render(write=False)),
     }

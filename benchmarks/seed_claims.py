@@ -73,6 +73,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 OUT = RESULTS / "seed_claims"
 README = HERE.parent / "README.md"
+RESULTS_PAGE = HERE.parent / "docs" / "results.md"
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "sktransfer")
 SIZES = [25, 50, 100, 200, 500, 1000, 1.0]
 SETTINGS = {"quick": False, "image_size": None, "memory": CACHE}
@@ -370,10 +371,11 @@ def _kinds(results) -> str:
 
 
 def render(write=True):
-    """Render the results; returns ``(markdown, README headline block)``.
+    """Render the results; returns ``(markdown, results headline block, README
+    summary block)``.
 
     With ``write=False`` nothing is written (the docs test uses it to check
-    that the page and the README's headline are the ones the results give).
+    that the pages and the README's summary are the ones the results give).
     """
     import matplotlib
 
@@ -551,10 +553,12 @@ overtook the SVC from 30 labels per class on.
             "`seed_claims/*.json` and `transfer/*.json`; nothing here is typed by hand.\n\n"
             + "\n".join(parts) + "\n" + machines_section(runs, what="Ran here"))
     block = headline(c, cross, paper)
+    short = summary(c, cross)
     if write:
         (RESULTS / "seed_claims.md").write_text(text)
-        README.write_text(readme_with_headline(README.read_text(), block))
-    return text, block
+        README.write_text(readme_with_summary(README.read_text(), short))
+        RESULTS_PAGE.write_text(results_page(RESULTS_PAGE.read_text(), block))
+    return text, block, short
 
 
 def _digits(digits):
@@ -837,12 +841,81 @@ def headline(c, cross, paper) -> str:
     return "\n".join(lines)
 
 
-def readme_with_headline(readme: str, block: str) -> str:
-    """``readme`` with ``block`` between the headline markers."""
-    block = "<!-- headline:start -->\n" + (f"{block.strip()}\n" if block.strip() else "") \
-        + "<!-- headline:end -->"
-    return re.sub(r"<!-- headline:start -->.*?<!-- headline:end -->", lambda m: block,
-                  readme, flags=re.S)
+def summary(c, cross) -> str:
+    """The README's short account of the ELPV results, from the results files:
+    the fresh-split figure against the published one, where transfer learning
+    wins and where it loses, and a link to every table."""
+    import fresh_splits
+    from bench_transfer import CURRENT_DEFAULTS, PAPER
+
+    lines = []
+    fresh = {s["configuration"]: s for s in fresh_splits.summary()}
+    vgg_name = next(k for k in PAPER if k.startswith("VGG-19"))
+    if CURRENT_DEFAULTS in fresh:
+        s = fresh[CURRENT_DEFAULTS]
+        lines.append(
+            f"On ELPV's 2,624 electroluminescence images of solar cells (defective or not), "
+            f"`TransferClassifier()` with its defaults scored **{_mean_sd(s['accuracy'], '.1%')}** "
+            f"accuracy on {len(s['accuracy'])} fresh test splits that no setting was chosen on "
+            f"({' / '.join(s['machines'])}); the fine-tuned VGG-19 of Deitsch et al. (2019) "
+            f"scored {PAPER[vgg_name][0]:.2%} on the paper's own split.")
+    if c:
+        others = [m for m in MODELS if m in SHORT]
+        small, full = c.sizes[0], c.sizes[-1]
+        at = {n: {m: c.mean(m, n) for m in [*TRANSFER_MODELS, *others]} for n in (small, full)}
+        classical = max(CLASSICAL_MODELS, key=at[full].get)
+        beaten = [m for m in others if at[small][m] > max(at[small][t] for t in TRANSFER_MODELS)]
+        text = (f"In 3-fold cross-validation ({machine_kind(c.curves['machine'])}), with "
+                f"{full:,} training images fine-tuning beat the best classical model "
+                f"({SHORT[classical]}) by "
+                f"{(at[full]['fine_tuned'] - at[full][classical]) * 100:.1f} points")
+        if beaten:
+            names = [f"the {SHORT[m]}" for m in beaten]
+            listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+            text += (f"; with {small} it lost to {listed} "
+                     f"({at[small]['fine_tuned']:.1%} against up to "
+                     f"{max(at[small][m] for m in beaten):.1%})")
+        lines.append(text + ".")
+    losses = []
+    if cross and not all(_cross_type_wins(pd.DataFrame(cross["rows"])).values()):
+        losses.append("trained on one cell type and tested on the other, the best classical "
+                      "model beat the best transfer model")
+    digits = _load("digits")
+    if digits:
+        d = _digits(digits)
+        if d["svc"] > d["best_mean"]:
+            losses.append(f"on 8x8 digits with {d['per'][0]} labels per class, an SVC on the "
+                          f"pixels scored {d['svc']:.1%}, the best pretrained model "
+                          f"{d['best_mean']:.1%}")
+    if losses:
+        lines.append("Where it does not help: " + "; ".join(losses) + ".")
+    lines.append("Every table, the machines the numbers came from, and what these data do "
+                 "not support: [docs/results.md](docs/results.md).")
+    return "\n\n".join(lines)
+
+
+def with_block(text: str, name: str, block: str) -> str:
+    """``text`` with ``block`` between its ``<!-- name:start -->`` and
+    ``<!-- name:end -->`` markers."""
+    block = f"<!-- {name}:start -->\n" + (f"{block.strip()}\n" if block.strip() else "") \
+        + f"<!-- {name}:end -->"
+    return re.sub(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", lambda m: block, text,
+                  flags=re.S)
+
+
+def relinked(block: str, prefix: str) -> str:
+    """``block``'s relative links, as seen from a page ``prefix`` deeper."""
+    return re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", lambda m: f"]({prefix}{m[1]})", block)
+
+
+def readme_with_summary(readme: str, block: str) -> str:
+    """``readme`` with ``block`` between the summary markers."""
+    return with_block(readme, "summary", block)
+
+
+def results_page(page: str, block: str) -> str:
+    """``docs/results.md`` with the full headline ``block`` between its markers."""
+    return with_block(page, "headline", relinked(block, "../"))
 
 
 SECTIONS = {"curves": run_curves, "scratch": run_scratch, "cross_type": run_cross_type,

@@ -16,6 +16,7 @@ _LAZY = {
     "ImageWarning": "._images",
     "InconsistentVersionWarning": "._persistence",
     "PretrainedFeatureExtractor": "._extractor",
+    "TopLossesDisplay": "._display",
     "TransferClassifier": "._transfer",
     "TransferRegressor": "._transfer",
     "compare": "._compare",

@@ -69,8 +69,10 @@ def _add_compare(sub):
             "Cross-validates, on the same stratified folds, logistic regression and a "
             "random forest on raw pixels, HOG + SVC, a small CNN trained from scratch, "
             "frozen pretrained features + logistic regression, and a fine-tuned "
-            "TransferClassifier; prints a table and writes results.csv, results.json "
-            "and learning_curve.png into --out. Unreadable images are skipped and "
+            "TransferClassifier; prints a table and writes results.csv, results.json, "
+            "learning_curve.png and report.html (one page to open in a browser: curves, "
+            "scores, confusion matrices, the fine-tuned model's mistakes with heatmaps) "
+            "into --out. Unreadable images are skipped and "
             "listed; a data set that cannot be compared (empty, one class, a class "
             "with fewer images than folds, a CSV without the columns) exits with "
             "status 1 and writes nothing."),
@@ -105,6 +107,8 @@ def _add_compare(sub):
                      help="smoke test: 120 images, 2 folds, few epochs")
     cmp.add_argument("--out", default="sktransfer-compare",
                      help="results folder (default ./sktransfer-compare)")
+    cmp.add_argument("--no-report", dest="report", action="store_false",
+                     help="do not write report.html")
     cmp.add_argument("--random-state", type=int, default=None,
                      help="seed of the folds, subsets and models (default: drawn at random "
                           "and recorded in results.json)")
@@ -134,14 +138,16 @@ def _run_compare(args) -> int:
             folds=args.folds, model_params=_model_params(args.param),
             image_size=args.image_size, max_minutes=args.max_minutes, quick=args.quick,
             out=args.out, random_state=args.random_state, memory=args.memory,
-            path_column=args.path_column, label_column=args.label_column)
+            path_column=args.path_column, label_column=args.label_column,
+            report=os.path.join(args.out, "report.html") if args.report else None)
     except (CompareError, ImageError, ImportError) as exc:
         print(f"sktransfer compare: error: {exc}", file=sys.stderr)
         return 1
     print(format_table(results))
     print(f"random_state={results.attrs['random_state']}", file=sys.stderr)
-    print(f"\nResults: {os.path.join(args.out, 'results.csv')}, results.json, "
-          "learning_curve.png", file=sys.stderr)
+    written = "learning_curve.png" + (", report.html" if args.report else "")
+    print(f"\nResults: {os.path.join(args.out, 'results.csv')}, results.json, {written}",
+          file=sys.stderr)
     return 0
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import threading
 
@@ -53,6 +54,26 @@ def cpu_has_native_bf16() -> bool:
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tile units for bf16 (Intel Xeon since Sapphire Rapids)."""
     return "amx_bf16" in _cpu_flags()
+
+
+def describe_machine() -> dict:
+    """What the numbers of a run depend on: the CPU and its bf16 support, the
+    cores, torch's threads and the GPU."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "native_bf16": cpu_has_native_bf16(),
+        "amx": cpu_has_amx(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from ._images import ImageInput, check_images
-from ._inference import run
-from ._inputs import Preprocess
 from ._layout import SPATIAL, channels_first, guess_layout
 
 
@@ -151,30 +149,13 @@ def plot_explanations(X: ImageInput, heatmaps: np.ndarray, *, titles=None, n_col
     >>> len(fig.axes)
     2
     """
-    import matplotlib.pyplot as plt
+    from ._display import draw_images
 
     heatmaps = np.asarray(heatmaps)
-    source = check_images(X)
-    if heatmaps.ndim != 3 or len(heatmaps) != len(source):
-        raise ValueError(f"heatmaps must have shape (n_images={len(source)}, H, W); got "
+    n = len(check_images(X))
+    if heatmaps.ndim != 3 or len(heatmaps) != n:
+        raise ValueError(f"heatmaps must have shape (n_images={n}, H, W); got "
                          f"{heatmaps.shape}.")
-    size = heatmaps.shape[1]
-    pre = Preprocess(size, (0, 0, 0), (1, 1, 1))  # resize only
-    n = len(source)
-    if axes is None:
-        n_cols = min(n_cols, n)
-        n_rows = int(np.ceil(n / n_cols))
-        fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.6 * n_cols, 2.6 * n_rows),
-                                 squeeze=False)
-    axes = np.asarray(axes).ravel()
-    for pos, (images,) in run(source, range(n), preprocess=pre, batch_size=32):
-        for i, image in zip(pos, images):
-            ax = axes[i]
-            ax.imshow(image.permute(1, 2, 0).numpy())
-            ax.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-            ax.set_axis_off()
-            if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=9)
-    for ax in axes[n:]:
-        ax.set_axis_off()
+    axes = draw_images(X, titles=titles, heatmaps=heatmaps, n_cols=n_cols, axes=axes,
+                       alpha=alpha, cmap=cmap)
     return axes[0].figure

@@ -11,6 +11,7 @@ from sktransfer import CompareError, compare
 from sktransfer.__main__ import main
 
 from .conftest import TINY, make_images
+from .test_report import check_report
 
 CHEAP = "logistic_regression,hog_svc"
 
@@ -53,7 +54,7 @@ def test_cli_on_image_folder_writes_table_and_files(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "logistic_regression" in table and "hog_svc" in table
     assert {p.name for p in out.iterdir()} == {"results.csv", "results.json",
-                                               "learning_curve.png"}
+                                               "learning_curve.png", "report.html"}
     payload = json.loads((out / "results.json").read_text())
     assert payload["classes"] == ["bright", "striped"]
     assert len(payload["rows"]) == 2 * 2 * 2
@@ -252,6 +253,7 @@ def test_quick_elpv_smoke(tmp_path, capsys):
                       "frozen_lr", "fine_tuned"}
     assert payload["n_images"] == 120
     assert "fine_tuned" in capsys.readouterr().out
+    check_report(out / "report.html", sorted(models))
 
 
 def test_same_network_from_scratch_is_opt_in():

@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BENCH = README.parent / "benchmarks"
 GUIDES = [README, README.parent / "docs" / "getting_started.md",
           README.parent / "docs" / "user_guide.md", README.parent / "docs" / "deploying.md",
-          README.parent / "docs" / "scaling.md"]
+          README.parent / "docs" / "scaling.md", README.parent / "docs" / "report.md"]
 # The blocks of one page run in order, in one namespace, as a reader would.
 # A block followed by a ```text block must print that text (doctest's rules:
 # "..." stands for any text, whitespace runs compare equal).
@@ -62,7 +62,8 @@ def _benchmark(name):
 RESULTS = BENCH / "results"
 DOCS = sorted((README.parent / "docs").glob("*.md"))
 # Blocks of hand-written pages that a benchmark script renders.
-GENERATED = re.compile(r"<!-- (headline|multitask|distributed):start -->.*?<!-- \1:end -->", re.S)
+GENERATED = re.compile(r"<!-- (headline|summary|multitask|distributed):start -->.*?"
+                       r"<!-- \1:end -->", re.S)
 # A measurement written as a percentage with decimals ("85.4 %", "88.66%").
 PERCENTAGE = re.compile(r"(?<![\w.])(\d+)\.(\d+) ?%")
 
@@ -75,7 +76,7 @@ def rendered():
 
 @pytest.mark.parametrize("page", sorted(
     [str(p.relative_to(README.parent)) for p in RESULTS.glob("*.md")]
-    + ["README.md", "docs/user_guide.md"]))
+    + ["README.md", "docs/user_guide.md", "docs/results.md"]))
 def test_pages_are_rendered_from_the_results(page, rendered):
     """A results page (and the README's headline, the user guide's multi-task
     table) is exactly what its script renders from the results files: no
@@ -88,11 +89,19 @@ def test_pages_are_rendered_from_the_results(page, rendered):
         f"{page} is not what its results give: run python benchmarks/render_pages.py")
 
 
-def test_readme_headline_is_rendered_and_not_empty(rendered):
+def test_readme_summary_and_results_page_are_rendered_and_not_empty(rendered):
+    if not (RESULTS / "seed_claims" / "curves.json").exists():
+        pytest.skip("no results to render")
+    assert re.search(r"summary:start -->\n\S", README.read_text()), "README summary empty"
+    page = (README.parent / "docs" / "results.md").read_text()
+    assert re.search(r"headline:start -->\n\S", page), "results page empty"
+
+
+def test_readme_is_short_and_keeps_its_two_commands():
     text = README.read_text()
-    assert "<!-- headline:start -->" in text
-    if (RESULTS / "seed_claims" / "curves.json").exists():
-        assert re.search(r"headline:start -->\n\S", text), "results exist, headline empty"
+    assert len(text.splitlines()) <= 170
+    for marker in ("<!-- main-command -->", "<!-- test-command -->"):
+        assert text.count(marker) == 1
 
 
 def _numbers(obj):
@@ -150,9 +159,10 @@ def test_results_pages_name_no_issue(page):
     assert not found, f"{page.name}: {found}"
 
 
-def test_readme_headline_has_no_tracker_words():
-    headline = re.search(r"headline:start -->(.*?)<!--", README.read_text(), re.S)[1]
-    assert not re.search(r"\bround\b|\bbar\b|#\d", headline, flags=re.I), headline
+def test_readme_summary_and_results_have_no_tracker_words():
+    for page, name in [(README, "summary"), (README.parent / "docs" / "results.md", "headline")]:
+        block = re.search(rf"{name}:start -->(.*?)<!--", page.read_text(), re.S)[1]
+        assert not re.search(r"\bround\b|\bbar\b|#\d", block, flags=re.I), block
 
 
 def test_fresh_splits_are_shown_only_when_they_exist(tmp_path, monkeypatch):

@@ -43,15 +43,15 @@ def format_table(results) -> str:
     return f"Train size {n} (mean ± std over folds):\n" + "\n".join(lines)
 
 
-def plot_learning_curve(results, ax=None):
-    """Accuracy against training-set size, mean ± std over folds, per model."""
+def plot_learning_curve(results, ax=None, metric: str = "accuracy"):
+    """``metric`` against training-set size, mean ± std over folds, per model."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
     ok = results[results["status"] == "ok"]
     for name, g in ok.groupby("model", sort=False):
-        stats = g.groupby("train_size")["accuracy"].agg(["mean", "std"]).fillna(0)
+        stats = g.groupby("train_size")[metric].agg(["mean", "std"]).fillna(0)
         ax.plot(stats.index, stats["mean"], marker="o", label=MODELS[name].label
                 if name in MODELS else name)
         ax.fill_between(stats.index, stats["mean"] - stats["std"],
@@ -61,7 +61,7 @@ def plot_learning_curve(results, ax=None):
     ax.set_xticks(sizes, [str(int(n)) for n in sizes])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("training images")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return ax

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,6 +79,12 @@ def metrics(y_true, pred, scores, n_classes):
 
 def fit_and_score(name, inputs, y, train, test, seed, settings, n_classes) -> dict:
     """Fit model ``name`` on ``train`` and score it on ``test``."""
+    return _fit_and_score(name, inputs, y, train, test, seed, settings, n_classes)[0]
+
+
+def _fit_and_score(name, inputs, y, train, test, seed, settings, n_classes):
+    """:func:`fit_and_score`'s row, and the fitted model with its predictions
+    and scores on ``test`` (for the report)."""
     spec = MODELS[name]
     X = inputs[spec.inputs]
     model = spec.build(y[train], seed, settings)
@@ -100,7 +107,17 @@ def fit_and_score(name, inputs, y, train, test, seed, settings, n_classes) -> di
     pred = np.argmax(scores, 1) if np.ndim(scores) == 2 else (scores > 0).astype(int)
     row.update(metrics(y[test], pred, scores, n_classes))
     row["trainable_parameters"] = n_parameters(model)
-    return row
+    return row, Prediction(model, pred, scores)
+
+
+@dataclass
+class Prediction:
+    """One model's fit on one fold: the fitted model, its predicted class codes
+    and scores (probabilities, or a decision function) on the test fold."""
+
+    model: object
+    pred: np.ndarray
+    scores: np.ndarray
 
 
 def _log(msg, verbose):
@@ -117,7 +134,8 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
             quick: bool = False, out: str | os.PathLike | None = None,
             random_state: int | np.random.RandomState | None = None,
             memory: str | os.PathLike | None = None, path_column: str = "path",
-            label_column: str = "label", verbose: bool = True) -> pd.DataFrame:
+            label_column: str = "label", report: str | os.PathLike | None = None,
+            verbose: bool = True) -> pd.DataFrame:
     """Cross-validate transfer learning against classical baselines.
 
     Every model is fitted on the same stratified folds and, for each train
@@ -203,6 +221,15 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
         a temporary folder, so that each image is embedded once per run.
     path_column, label_column : str
         Columns of a CSV ``data``.
+    report : str or path, default=None
+        Write a report a person opens in a browser to this ``.html`` file
+        (one self-contained file, images included): the learning curves,
+        the scores, each model's confusion matrix at the largest training
+        size, the fine-tuned model's most confident mistakes with Grad-CAM
+        heatmaps, the images where it and the best classical model disagree,
+        the skipped images, the settings and the machine. Written only when
+        the whole run succeeded. ``sktransfer compare`` writes
+        ``report.html`` into ``--out``.
     verbose : bool, default=True
         Progress on stderr.
 
@@ -288,8 +315,9 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
         settings = {"quick": quick, "image_size": image_size,
                     "memory": run_memory if memory is None else memory,
                     "model_params": model_params}
-        rows = _run_models(models, inputs, y_all, {f: splits[f] for f in folds}, cv, sizes,
-                           settings, seed, n_classes, max_minutes, t_start, verbose)
+        rows, kept = _run_models(models, inputs, y_all, {f: splits[f] for f in folds}, cv,
+                                 sizes, settings, seed, n_classes, max_minutes, t_start,
+                                 verbose, keep=report is not None)
     results = pd.DataFrame(rows)
     results.attrs.update({
         "dataset": dataset.name, "n_images": int(len(idx)), "classes": encoder.classes_.tolist(),
@@ -300,6 +328,12 @@ def compare(data: str | os.PathLike | ImageInput, y: ArrayLike | None = None, *,
     })
     if out is not None:
         write_results(results, out)
+    if report is not None:
+        from ._html import Evidence, write_report
+
+        evidence = Evidence(images=_take(dataset.X, idx), y=y_all, classes=encoder.classes_,
+                            tests={f: splits[f][1] for f in folds}, predictions=kept)
+        write_report(report, results, evidence, verbose=verbose)
     return results
 
 
@@ -349,11 +383,13 @@ def _check_model_params(model_params, models, quick, image_size) -> dict:
 
 
 def _run_models(models, inputs, y_all, folds, cv, sizes, settings, seed, n_classes,
-                max_minutes, t_start, verbose) -> list[dict]:
+                max_minutes, t_start, verbose, keep=False):
     """Every model on every train size and fold (``{number: split}``), within
-    the time budget."""
+    the time budget: the rows of results, and with ``keep`` each model's
+    :class:`Prediction` per fold at the largest train size
+    (``{(model, fold): Prediction}``)."""
     budget = None if max_minutes is None else 60.0 * max_minutes
-    rows, last_fit = [], {}
+    rows, last_fit, kept = [], {}, {}
     n_runs = len(sizes) * len(folds) * len(models)
     k = 0
     for n in sizes:
@@ -375,13 +411,16 @@ def _run_models(models, inputs, y_all, folds, cv, sizes, settings, seed, n_class
                              f"(expected {expected:.0f} s, {budget - elapsed:.0f} s left)",
                              verbose)
                         continue
-                row.update(fit_and_score(name, inputs, y_all, sub, test, seed + f,
-                                         settings, n_classes))
+                scored, prediction = _fit_and_score(name, inputs, y_all, sub, test, seed + f,
+                                                    settings, n_classes)
+                row.update(scored)
+                if keep and n == sizes[-1]:
+                    kept[name, f] = prediction
                 last_fit[name] = (len(sub), row["fit_s"])
                 rows.append(row)
                 _log(f"[{k}/{n_runs}] {name} n={len(sub)} fold {f + 1}/{cv}: "
                      f"accuracy {row['accuracy']:.3f}, fit {row['fit_s']:.1f} s", verbose)
-    return rows
+    return rows, kept
 
 
 def _take(X, idx):
