@@ -39,7 +39,7 @@ PARTS = [
     ("loading the backbone, building the network", "_base.py", "_build_network"),
     ("exporting the frozen part to ONNX (once per process and settings)", "_engines.py",
      "_export"),
-    ("frozen pass (all images and flips, once)", "_training/data.py", "compute"),
+    ("frozen pass (all images and flips, once)", "_training/frozen.py", "compute"),
     ("training epochs (skorch's fit loop)", "skorch/net.py", "fit_loop"),
     ("- training step: forward, loss, backward", "skorch/net.py", "train_step_single"),
     ("  - forward of the trainable part and head", "_training/net.py", "infer"),

@@ -276,6 +276,23 @@ class TopNetwork(nn.Module):
     def __init__(self, network: BackboneNetwork):
         super().__init__()
         self.network = network
+        self.training = network.training  # the mode its trained units are in
+
+    def train(self, mode: bool = True):
+        # The units before the cut stay in eval mode whatever the training
+        # loop asks (BackboneNetwork.train); switching only the trained units
+        # and the head spares walking the frozen ones at every batch (skorch
+        # asks at every training step).
+        if self.training == mode:
+            return self
+        self.training = mode
+        net = self.network
+        net.training = mode
+        for i in range(net.cut, net.n_units):
+            net.unit(i).train(mode)
+        if net.head is not None:
+            net.head.train(mode)
+        return self
 
     def forward(self, x):
         net = self.network

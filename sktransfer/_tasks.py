@@ -493,16 +493,16 @@ class TaskLoss(nn.Module):
         eps = self.label_smoothing
         for t, z in enumerate(torch.split(logits, self.widths, dim=1)):
             y = targets[:, t]
-            labelled = y != MISSING
+            code = y.clamp_min(0)  # a missing label's loss is computed, then masked out
             if self.multilabel:
-                soft = y.clamp_min(0).to(z.dtype) * (1 - eps) + eps / 2
+                soft = code.to(z.dtype) * (1 - eps) + eps / 2
                 loss = F.binary_cross_entropy_with_logits(z[:, 0], soft, reduction="none")
             else:
-                loss = F.cross_entropy(z, y.clamp_min(0), reduction="none",
-                                       label_smoothing=eps)
+                loss = F.cross_entropy(z, code, reduction="none", label_smoothing=eps)
             if self.weighted:
-                loss = loss * getattr(self, f"class_weights_{t}")[y.clamp_min(0)]
-            total = total + torch.where(labelled, loss, torch.zeros_like(loss)) * self.scales[t]
+                loss = loss * getattr(self, f"class_weights_{t}")[code]
+            # the loss of a labelled image times 1 is itself; of a missing one, 0
+            total = total + loss * (y != MISSING).to(loss.dtype) * self.scales[t]
         return total
 
     def codes(self, logits: torch.Tensor) -> torch.Tensor:

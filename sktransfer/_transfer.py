@@ -287,6 +287,7 @@ class _TransferBase(BackboneEstimator):
     def _checkpoint(self, source, targets, weights, seed, processes, continuing):
         """``(CheckpointDir or None, resume?, seed)``: an unfinished fit of the
         same data and parameters in ``checkpoint_dir`` resumes with its seed."""
+        from . import __version__
         from ._training.checkpoint import CheckpointDir, fingerprint
 
         if self.checkpoint_dir is None or continuing:
@@ -296,6 +297,8 @@ class _TransferBase(BackboneEstimator):
                                "warm_start", "accelerator")}
         if processes.distributed:  # the batches depend on it
             params["processes"] = processes.world
+        # A checkpoint means what the version that wrote it meant.
+        params["sktransfer"] = __version__
         # Every process hashes (side by side, not waiting in a collective);
         # the main process decides and writes, the others follow.
         digest, unstable = fingerprint(params, map(source.content_key, range(len(source))),
@@ -337,18 +340,28 @@ class _TransferBase(BackboneEstimator):
     def _training_data(self, source, train_idx, valid_idx, targets, weights, frozen, feed,
                        processes):
         """The training and validation parts (``None`` without validation),
-        with the frozen part's outputs computed once where the views are fixed."""
+        with the frozen part's outputs computed once where the views are
+        fixed: in memory within scikit-learn's ``working_memory`` (both parts
+        together), else in a mapped file (:mod:`sktransfer._training.frozen`)."""
+        from ._store import memory_location
         from ._training import PRECOMPUTE_FROZEN_OUTPUTS, random_augmenter
-        from ._training.data import FrozenOutputs, TrainingData
+        from ._training.data import TrainingData
+        from ._training.frozen import FrozenOutputs, working_memory_bytes
 
         augment = random_augmenter(self.augment, feed.preprocess.size)
         precompute = (PRECOMPUTE_FROZEN_OUTPUTS and frozen.trunk is not None
                       and augment is None)
+        budget = [working_memory_bytes()]
 
         def part(idx, views=("identity",), augment=None):
-            stored = (FrozenOutputs.compute(frozen, source, idx, views, feed,
-                                            processes=processes, verbose=self.verbose)
-                      if precompute else None)
+            stored = None
+            if precompute:
+                stored = FrozenOutputs.compute(
+                    frozen, source, idx, views, feed, budget=budget[0],
+                    directory=memory_location(self.memory), processes=processes,
+                    verbose=self.verbose, owner=type(self).__name__)
+                if stored is not None and stored.where == "memory":
+                    budget[0] = max(0, budget[0] - stored.nbytes)
             return TrainingData(source, idx, targets[idx], weights[idx], views=views,
                                 augment=augment, frozen=frozen, feed=feed, stored=stored)
 
@@ -381,7 +394,8 @@ class _TransferBase(BackboneEstimator):
         accelerator = processes.accelerator
         if accelerator is None:
             net_class, placement = TransferNet, dict(
-                device=str(device), autocast_dtype=_device.training_dtype(self.precision, device))
+                device=str(device), autocast_dtype=_device.training_dtype(self.precision, device),
+                unfreezes=bool(schedule))
         else:
             from ._training.accelerated import AcceleratedTransferNet
 
@@ -389,7 +403,7 @@ class _TransferBase(BackboneEstimator):
             # scaling; it prints on the main process only (skorch calls a
             # sink other than print whatever net.verbose says).
             net_class, placement = AcceleratedTransferNet, dict(
-                accelerator=accelerator, device=None,
+                accelerator=accelerator, device=None, unfreezes=bool(schedule),
                 callbacks__print_log__sink=accelerator.print if self.verbose else _silent)
         return net_class(
             module=TopNetwork(network),

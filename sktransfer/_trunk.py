@@ -317,21 +317,23 @@ class FrozenTrunk:
         return _store.OutputStore(self.location, self.identity(), shape, dtype=dtype,
                                   kind=self.kind)
 
-    def outputs(self, network, source, indices, views, *, preprocess, batch_size: int,
-                n_jobs: int | None, progress=None) -> torch.Tensor:
-        """``(n_views, n, ...)`` on the CPU: the trunk on every image of
-        ``indices`` as each view (see :data:`~sktransfer._inference.FLIPS`).
+    def fill(self, network, source, indices, views, *, preprocess, batch_size: int,
+             n_jobs: int | None, write, progress=None) -> None:
+        """The trunk on every image of ``indices`` as each view (see
+        :data:`~sktransfer._inference.FLIPS`), handed over batch by batch:
+        ``write(v, positions, outputs)`` gets the outputs of view ``v`` for
+        the images at ``positions`` (offsets into ``indices``), a CPU tensor
+        in the dtype the trunk produced (bf16 from a bf16 stage). Nothing is
+        held here beyond one batch.
 
-        Outputs keep the dtype the trunk produced (bf16 from a bf16 stage:
-        half the memory). With a store, the views stored there are read and
-        the others computed and stored (a grid search's first prediction
-        stores an image's identity view; a later fit that trains on it
-        computes only its other three flips).
+        With a store, the views stored there are read and the others
+        computed and stored (a grid search's first prediction stores an
+        image's identity view; a later fit that trains on it computes only
+        its other three flips).
         """
         indices = np.asarray(indices)
         n = len(indices)
         store = self.store()
-        outputs: list[list] = [[None] * n for _ in views]
         keys = [source.content_key(int(i)) for i in indices] if store is not None else None
         # The views still to compute, per image: all of them without a store.
         todo: dict[tuple, list] = {tuple(range(len(views))): list(range(n))}
@@ -344,7 +346,7 @@ class FrozenTrunk:
                     if entry is None:
                         missing.append(v)
                     else:
-                        outputs[v][p] = _from_numpy(entry)
+                        write(v, np.array([p]), _from_numpy(entry)[None])
                 if missing:
                     todo.setdefault(tuple(missing), []).append(p)
             if progress is not None:
@@ -356,13 +358,29 @@ class FrozenTrunk:
                     source, indices[positions], preprocess=preprocess, batch_size=batch_size,
                     n_jobs=n_jobs, device=device, fn=lambda x, _: self(network, x),
                     views=[views[v] for v in missing], mode="no_grad", progress=progress):
+                at = positions[pos]
                 for v, out in zip(missing, views_out):
                     out = out.to("cpu")
-                    for k, p in enumerate(positions[pos]):
-                        outputs[v][p] = out[k]
-                        if store is not None:
+                    write(v, at, out)
+                    if store is not None:
+                        for k, p in enumerate(at):
                             store.put(f"{keys[p]}-{views[v]}", _to_numpy(out[k]))
-        return torch.stack([torch.stack(per_view) for per_view in outputs])
+
+    def outputs(self, network, source, indices, views, *, preprocess, batch_size: int,
+                n_jobs: int | None, progress=None) -> torch.Tensor:
+        """``(n_views, n, ...)`` on the CPU: :meth:`fill` into one tensor (for
+        a bounded number of images: a prediction's chunk)."""
+        held = {}
+
+        def write(v, positions, out):
+            if "outputs" not in held:
+                held["outputs"] = torch.empty((len(views), len(indices), *out.shape[1:]),
+                                              dtype=out.dtype)
+            held["outputs"][v, torch.as_tensor(positions)] = out
+
+        self.fill(network, source, indices, views, preprocess=preprocess,
+                  batch_size=batch_size, n_jobs=n_jobs, write=write, progress=progress)
+        return held["outputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,6 +417,21 @@ class FrozenPart:
         return self.trunk.outputs(self.network, source, indices, views,
                                   preprocess=feed.preprocess, batch_size=feed.batch_size,
                                   n_jobs=feed.n_jobs, progress=progress)
+
+    def fill(self, source, indices, views, feed, write, progress=None) -> None:
+        """:meth:`FrozenTrunk.fill` for the images ``indices`` of ``source``."""
+        self.trunk.fill(self.network, source, indices, views, preprocess=feed.preprocess,
+                        batch_size=feed.batch_size, n_jobs=feed.n_jobs, write=write,
+                        progress=progress)
+
+    def output_shape(self, feed) -> tuple[tuple, torch.dtype]:
+        """The shape of one image's output, and its dtype (one image through it)."""
+        size = feed.preprocess.size
+        x = torch.zeros(1, 3, size, size, device=feed.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            out = self(x)
+        return tuple(out.shape[1:]), out.dtype
 
     def float32(self) -> FrozenPart:
         """The same units run by torch at float32, storing nothing (a

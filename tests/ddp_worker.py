@@ -69,6 +69,7 @@ def decide_error(accelerator, out):
     except Exception as exc:
         raised = (type(exc).__name__, str(exc))
     _write(out, accelerator.process_index, {"raised": raised})
+    accelerator.wait_for_everyone()
 
 
 def failed_fit(accelerator, out, case):
@@ -148,10 +149,15 @@ def main(case, out, checkpoint_dir=None, die_at=None):
 
         callbacks.SeedEpoch.on_epoch_begin = on_epoch_begin
 
-    cls, params = CASES[case]
+    import sklearn
+
+    # "disk": the "fit" case with its frozen outputs beyond working_memory,
+    # in one file the two processes share
+    cls, params = CASES["fit" if case == "disk" else case]
     X, y, w = data(case)
     est = cls(**params, accelerator=accelerator, checkpoint_dir=checkpoint_dir)
-    est.fit(X, y, sample_weight=w)
+    with sklearn.config_context(working_memory=0.01 if case == "disk" else 1024):
+        est.fit(X, y, sample_weight=w)
     result = {
         "weights": {k: v.detach().cpu().numpy() for k, v in est.model_.state_dict().items()},
         "history": est.history_,
@@ -172,3 +178,9 @@ if __name__ == "__main__":
     checkpoint_dir = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None
     die_at = int(sys.argv[4]) if len(sys.argv) > 4 else None
     main(case, out, checkpoint_dir, die_at)
+    import torch.distributed
+
+    # Leave the process group before exiting: a process that exits while
+    # the other still holds the group can abort in gloo's destructor.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

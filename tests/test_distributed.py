@@ -84,6 +84,16 @@ def test_processes_end_with_the_same_model(runs, case):
     np.testing.assert_array_equal(r0["prediction"], r1["prediction"])
 
 
+def test_frozen_outputs_beyond_the_budget_are_shared_in_one_file(runs):
+    """Beyond working_memory the processes share one mapped file instead of
+    each holding every image's outputs: the same model as in memory."""
+    _, (disk0, disk1) = runs("disk")
+    _, (memory0, _) = runs("fit")
+    for k, v in memory0["weights"].items():
+        np.testing.assert_array_equal(disk0["weights"][k], v, err_msg=k)
+        np.testing.assert_array_equal(disk1["weights"][k], v, err_msg=k)
+
+
 def test_head_only_fit_is_the_one_process_fit(runs):
     """Without BatchNorm statistics per share, two processes learn what one
     does, with uneven shares (batch_size=7) and the same history."""

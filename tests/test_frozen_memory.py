@@ -135,3 +135,103 @@ def test_frozen_units_are_hashed_in_fit_only(images, tmp_path, monkeypatch):
     est.set_params(warm_start=True).fit(X, y)  # a fit may change the frozen units
     est.predict(X)
     assert len(calls) == 2
+
+
+# -- within a memory budget: in memory, on disk, or batch by batch ---------------------------
+
+
+def _fit_bounded(X, y, working_memory, **params):
+    from sklearn import config_context
+
+    with config_context(working_memory=working_memory):
+        return TransferClassifier(**{**FAST, **params}).fit(X, y)
+
+
+def test_frozen_outputs_in_memory_on_disk_or_per_batch_train_the_same(images, tmp_path,
+                                                                      monkeypatch):
+    """Within scikit-learn's working_memory the frozen outputs are held in
+    memory; beyond it, in a mapped file; where the disk cannot hold them
+    either, the frozen part runs batch by batch: one model, bit for bit."""
+    from sktransfer._training import frozen
+
+    X, y = images
+    monkeypatch.setattr(frozen.tempfile, "tempdir", str(tmp_path))
+    written = []
+    original = frozen.FrozenOutputs.compute.__func__
+
+    def spy(cls, *args, **kwargs):
+        stored = original(cls, *args, **kwargs)
+        written.append(None if stored is None else stored.where)
+        assert not list(tmp_path.iterdir())  # the file has no name on disk
+        return stored
+
+    monkeypatch.setattr(frozen.FrozenOutputs, "compute", classmethod(spy))
+    in_memory = _fit_bounded(X, y, 1024)
+    on_disk = _fit_bounded(X, y, 0.01)  # 10 kB: less than the outputs
+    monkeypatch.setattr(frozen, "DISK_MARGIN", 1 << 60)  # no disk has that much room
+    with pytest.warns(UserWarning, match=r"more than working_memory \(0 MiB\) and the free "
+                                         r"space of .*computed batch by batch"):
+        per_batch = _fit_bounded(X, y, 0.01)
+    assert written == ["memory", "disk", None]
+    assert in_memory.frozen_precomputed_ and on_disk.frozen_precomputed_
+    assert not per_batch.frozen_precomputed_
+    expected = in_memory.predict_proba(X)
+    np.testing.assert_array_equal(on_disk.predict_proba(X), expected)
+    np.testing.assert_array_equal(per_batch.predict_proba(X), expected)
+
+
+def test_the_budget_holds_the_training_and_validation_parts_together(images, monkeypatch):
+    from sktransfer._training import frozen
+
+    X, y = images
+    where = []
+    original = frozen.FrozenOutputs.compute.__func__
+    monkeypatch.setattr(frozen.FrozenOutputs, "compute", classmethod(
+        lambda cls, *a, **kw: where.append(kw["budget"]) or original(cls, *a, **kw)))
+    fitted = _fit_bounded(X, y, 1024, validation_fraction=0.25, patience=None)
+    assert fitted.frozen_precomputed_
+    train_bytes = where[0] - where[1]  # what the training part took of the budget
+    assert where[0] == 1024 * 2**20 and 0 < train_bytes < where[0]
+
+
+@pytest.mark.parametrize("ending", ["failure", "kill"])
+def test_a_failed_or_killed_fit_leaves_no_file(images, tmp_path, ending):
+    """The mapped file has no name once open: nothing is left, whether the fit
+    raises (a NaN loss) or its process is killed mid-epoch."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    X, y = images
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    work = tmp_path / "tmp"
+    work.mkdir()
+    script = textwrap.dedent(f"""
+        import os, signal, tempfile
+        import numpy as np, sklearn
+        from sktransfer import TransferClassifier, _network
+        from sktransfer._training import callbacks
+        tempfile.tempdir = {str(work)!r}
+        def second_epoch(self, net, **kwargs):
+            if len(net.history) == 2:
+                if {ending!r} == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                original_forward = _network.TopNetwork.forward
+                _network.TopNetwork.forward = lambda m, x: original_forward(m, x) * float("nan")
+        callbacks.SeedEpoch.on_epoch_begin = second_epoch
+        X, y = np.load({str(tmp_path / 'X.npy')!r}), np.load({str(tmp_path / 'y.npy')!r})
+        with sklearn.config_context(working_memory=0.01):
+            try:
+                TransferClassifier(**{dict(FAST)!r}).fit(X, y)
+            except FloatingPointError:
+                print("raised")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    if ending == "kill":
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    else:
+        assert done.returncode == 0 and "raised" in done.stdout, done.stderr[-2000:]
+    assert not list(work.iterdir())

@@ -23,12 +23,11 @@ are computed by each process for its share of the images and exchanged.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import _inference
 from .._distributed import ONE_PROCESS, Processes
@@ -36,6 +35,7 @@ from .._images import ImageSource
 from .._inference import Feed
 from .._inputs import iter_batches
 from .._trunk import FrozenPart, as_top_input
+from .frozen import FrozenOutputs
 
 
 class TrainingData(torch.utils.data.Dataset):
@@ -100,6 +100,9 @@ class TrainingData(torch.utils.data.Dataset):
         if sizes is None:
             sizes = [e - s for s, e in batch_bounds(len(order), self.feed.batch_size)]
         scales = [1.0] * len(sizes) if scales is None else scales
+        if self.stored is not None and self.stored.where == "disk":
+            yield from self._stored_batches(order, views, sizes, scales)
+            return
         if self.stored is not None:
             starts = np.cumsum([0, *sizes])
             for s, e, scale in zip(starts[:-1], starts[1:], scales):
@@ -120,6 +123,25 @@ class TrainingData(torch.utils.data.Dataset):
             chunk = torch.as_tensor(chunk)
             yield as_top_input(x), (self.targets[chunk], _scaled(self.weights[chunk], scales[b]))
 
+    def _stored_batches(self, order, views, sizes, scales):
+        """Batches of the outputs stored in a mapped file, each read while the
+        one before trains."""
+        starts = np.cumsum([0, *sizes])
+        bounds = list(zip(starts[:-1], starts[1:]))
+        if not bounds:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            def gather(s, e):
+                return self.stored.batch(views[s:e], order[s:e])
+
+            pending = pool.submit(gather, *bounds[0])
+            for k, ((s, e), scale) in enumerate(zip(bounds, scales)):
+                x = pending.result()
+                if k + 1 < len(bounds):
+                    pending = pool.submit(gather, *bounds[k + 1])
+                pos = torch.as_tensor(order[s:e])
+                yield as_top_input(x), (self.targets[pos], _scaled(self.weights[pos], scale))
+
     def _view(self, batch: torch.Tensor, views: np.ndarray) -> torch.Tensor:
         """Each image of a batch in [0, 1] as its drawn view."""
         if self.augment is not None:
@@ -128,38 +150,6 @@ class TrainingData(torch.utils.data.Dataset):
             mask = torch.as_tensor(views == v)
             batch[mask] = _inference.apply_view(batch[mask], self.views[v])
         return batch
-
-
-class FrozenOutputs:
-    """The frozen part's output of every image and view of one part of a fit,
-    computed once before training (or read from ``memory=``).
-
-    ``tensor``: ``(n_views, n, ...)``, on the training GPU when it takes at
-    most a quarter of its free memory (each batch is then gathered there),
-    else on the CPU.
-    """
-
-    def __init__(self, tensor: torch.Tensor):
-        self.tensor = tensor
-
-    @classmethod
-    def compute(cls, frozen: FrozenPart, source: ImageSource, indices, views, feed: Feed, *,
-                processes: Processes = ONE_PROCESS, verbose: int = 0) -> FrozenOutputs:
-        """Run ``frozen`` once on every image of ``indices`` as each view; over
-        several processes each computes its share, and every process gets
-        all of them."""
-        indices = np.asarray(indices)
-        share = indices[processes.shard(len(indices))]
-        bar = tqdm(total=len(share), unit="img", disable=not verbose or not processes.is_main,
-                   desc="frozen part, once", file=sys.stderr)
-        with bar:
-            local = frozen.outputs(source, share, views, feed, progress=bar)
-        return cls(_on_device(processes.gather_rows(local, len(indices), dim=1), feed.device))
-
-    def batch(self, views: np.ndarray, positions: np.ndarray) -> torch.Tensor:
-        """The outputs of the images at ``positions`` of the part, each as its view."""
-        at = self.tensor.device
-        return self.tensor[torch.as_tensor(views).to(at), torch.as_tensor(positions).to(at)]
 
 
 #: Images each process needs of every training batch: BatchNorm in training
@@ -199,17 +189,6 @@ def check_shares(world: int, batch_size: int, n_train: int, n_valid: int) -> Non
 
 def _scaled(weights: torch.Tensor, scale: float) -> torch.Tensor:
     return weights if scale == 1.0 else weights * scale
-
-
-def _on_device(outputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The frozen outputs on a GPU when they take at most a quarter of its
-    free memory (each batch is then gathered there, with no copy), else
-    where they are."""
-    if device.type != "cuda":
-        return outputs
-    free, _ = torch.cuda.mem_get_info(device)
-    nbytes = outputs.numel() * outputs.element_size()
-    return outputs.to(device) if nbytes <= free // 4 else outputs
 
 
 class EpochBatches:

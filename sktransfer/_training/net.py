@@ -35,13 +35,17 @@ class TransferNet(NeuralNet):
         without bf16) the loss is scaled by a :class:`torch.amp.GradScaler`,
         gradients are unscaled before clipping, and a step whose gradients
         overflowed is skipped.
+    unfreezes : bool, default=False
+        Whether parameters frozen when training starts unfreeze during it
+        (gradual unfreezing): the optimizer then holds them from the start.
     **kwargs
         As :class:`skorch.NeuralNet`.
     """
 
-    def __init__(self, *args, autocast_dtype=torch.float32, **kwargs):
+    def __init__(self, *args, autocast_dtype=torch.float32, unfreezes=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.autocast_dtype = autocast_dtype
+        self.unfreezes = unfreezes
 
     def initialize(self):
         super().initialize()
@@ -76,12 +80,24 @@ class TransferNet(NeuralNet):
         self.grad_scaler_.update()
         return step
 
+    def initialize_module(self):
+        super().initialize_module()
+        self.learnable_params_ = None
+        return self
+
     def get_all_learnable_params(self):
-        # Every parameter, frozen or not: gradual unfreezing turns
-        # requires_grad on during training, and the optimizer must already
-        # hold those parameters. AdamW skips parameters without gradients,
-        # so frozen ones are neither updated nor decayed.
-        yield from self.module_.named_parameters()
+        # The parameters that train. With gradual unfreezing, every one:
+        # requires_grad turns on during training, and the optimizer must
+        # already hold them (AdamW skips parameters without gradients, so
+        # frozen ones are neither updated nor decayed). Otherwise only the
+        # trained ones. Listed once (the set does not change during a fit):
+        # clipping asks for them at every step, and walking the whole
+        # network's modules each time cost more than the head's step.
+        if getattr(self, "learnable_params_", None) is None:
+            self.learnable_params_ = [(name, param)
+                                      for name, param in self.module_.named_parameters()
+                                      if self.unfreezes or param.requires_grad]
+        yield from self.learnable_params_
 
     def infer(self, x, **fit_params):
         with _device.autocast(self.device, self.autocast_dtype):
