@@ -1,6 +1,6 @@
 """The GPU path, proven in one run on a machine with CUDA.
 
-Five checks, each recorded with what it measured or why it did not run:
+Six checks, each recorded with what it measured or why it did not run:
 
 1. ``tests``: the tests marked ``cuda`` (``pytest -m cuda``);
 2. ``fit``: a default ``TransferClassifier(random_state=0)`` on ELPV's paper
@@ -15,7 +15,10 @@ Five checks, each recorded with what it measured or why it did not run:
    2,624 ELPV images, decoded by one thread (the default) and by all cores;
 5. ``onnx``: ``export_onnx`` of the fitted model, run by ONNX Runtime's CUDA
    provider where the installed ONNX Runtime has it, its float32
-   probabilities held against the estimator's (bf16 on the GPU).
+   probabilities held against the estimator's (bf16 on the GPU);
+6. ``scale``: a default fit, 2 epochs, on 100,000 JPEG files made from
+   ELPV's cells (``bench_scale.py``'s generator): time per image, host and
+   GPU memory.
 
 On a machine without CUDA every check is skipped with its reason and the
 script exits 0: what a CPU can test is that it runs. Each check stops the
@@ -178,8 +181,46 @@ def check_onnx(state: dict) -> dict:
             "max_abs_diff_vs_estimator": float(np.abs(got["probabilities"] - want).max())}
 
 
+#: Images of the scale check: generated from ELPV's cells, as bench_scale.py does.
+SCALE_IMAGES = 100_000
+
+
+def check_scale(state: dict) -> dict:
+    """A default fit, 2 epochs, on ``SCALE_IMAGES`` JPEG files made from
+    ELPV's cells at 224 px (bench_scale.py's generator): time per image,
+    peak host memory and GPU memory, disk used, where the frozen outputs
+    lived."""
+    import resource
+    import shutil
+
+    import bench_scale
+
+    root = Path(tempfile.mkdtemp(prefix="gpu-scale-"))
+    try:
+        t = time.perf_counter()
+        files, labels = bench_scale.generate(SCALE_IMAGES, root, side=224,
+                                             n_jobs=os.cpu_count())
+        generated_s = time.perf_counter() - t
+        free0 = shutil.disk_usage(tempfile.gettempdir()).free
+        torch.cuda.reset_peak_memory_stats()
+        clf = TransferClassifier(max_epochs=2, n_jobs=-1, random_state=0)
+        t = time.perf_counter()
+        clf.fit(files, labels)
+        fit_s = time.perf_counter() - t
+        return {"n_images": len(files), "generated_s": generated_s, "fit_s": fit_s,
+                "fit_ms_per_image": 1000 * fit_s / len(files),
+                "epoch_images_per_s": [len(files) / r["dur"] for r in clf.history_],
+                "peak_host_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30,
+                "disk_free_drop_gib": (free0 - shutil.disk_usage(tempfile.gettempdir()).free)
+                / 2**30, "frozen_precomputed": clf.frozen_precomputed_,
+                "image_size": clf.image_size_}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 CHECKS = [("tests", check_tests), ("fit", check_fit), ("accelerate", check_accelerate),
-          ("extraction", check_extraction), ("onnx", check_onnx)]
+          ("extraction", check_extraction), ("onnx", check_onnx), ("scale", check_scale)]
 
 
 def main(argv=None) -> int:
@@ -296,6 +337,15 @@ def render(result: dict) -> str:
                     lines.append(f"| {label} | {_f(v['seconds'], 2)} | {_f(v['images_per_s'])} "
                                  f"| {v['precision']} |")
             lines.append("")
+        elif name == "scale":
+            rates = ", ".join(_f(x, 0) for x in r["epoch_images_per_s"])
+            lines += [f"A default `TransferClassifier(max_epochs=2, n_jobs=-1)` on "
+                      f"{r['n_images']:,} JPEG files made from ELPV's cells at "
+                      f"{r['image_size']} px: {_f(r['fit_s'])} s "
+                      f"({_f(r['fit_ms_per_image'], 2)} ms per image; epochs at {rates} "
+                      f"images/s); peak host memory {_f(r['peak_host_rss_gib'], 1)} GiB, GPU "
+                      f"{_f(r['peak_gpu_gib'], 1)} GiB; frozen outputs computed once: "
+                      f"{r['frozen_precomputed']}.", ""]
         elif name == "onnx":
             lines += [f"`export_onnx` of the fitted model: {_f(r['export_s'])} s; ONNX Runtime "
                       f"({', '.join(r['providers'])}) on {r['images']} test images: "

@@ -46,6 +46,7 @@ def pages() -> dict:
     import bench_memory
     import bench_multitask
     import bench_onnx
+    import bench_overhead
     import bench_parallel
     import bench_reproducibility
     import bench_transfer
@@ -88,6 +89,7 @@ def pages() -> dict:
             scaling.read_text(), bench_distributed.docs_block(
                 _json("distributed.json"), _json("gpu_check.json"))),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
+        "benchmarks/results/overhead.md": bench_overhead.render(write=False),
         "README.md": seed_claims.readme_with_summary((ROOT / "README.md").read_text(),
                                                      summary),
         "docs/results.md": seed_claims.results_page((ROOT / "docs" / "results.md").read_text(),

@@ -865,10 +865,10 @@ def summary(c, cross) -> str:
         at = {n: {m: c.mean(m, n) for m in [*TRANSFER_MODELS, *others]} for n in (small, full)}
         classical = max(CLASSICAL_MODELS, key=at[full].get)
         beaten = [m for m in others if at[small][m] > max(at[small][t] for t in TRANSFER_MODELS)]
+        gap = (at[full]["fine_tuned"] - at[full][classical]) * 100
         text = (f"In 3-fold cross-validation ({machine_kind(c.curves['machine'])}), with "
-                f"{full:,} training images fine-tuning beat the best classical model "
-                f"({SHORT[classical]}) by "
-                f"{(at[full]['fine_tuned'] - at[full][classical]) * 100:.1f} points")
+                f"{full:,} training images fine-tuning {'beat' if gap > 0 else 'lost to'} "
+                f"the best classical model ({SHORT[classical]}) by {abs(gap):.1f} points")
         if beaten:
             names = [f"the {SHORT[m]}" for m in beaten]
             listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]

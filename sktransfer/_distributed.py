@@ -96,6 +96,16 @@ class Processes:
                 "Every process must call fit with the same images, targets and sample "
                 "weights (each trains on its share of them).")
 
+    def on_one_machine(self) -> bool:
+        """Whether every process of the group runs on this machine."""
+        if not self.distributed:
+            return True
+        import socket
+
+        hosts = [None] * self.world
+        torch.distributed.all_gather_object(hosts, socket.gethostname())
+        return len(set(hosts)) == 1
+
     def sum(self, values) -> np.ndarray:
         """Element-wise sum over the processes (float64)."""
         t = torch.as_tensor(np.asarray(values, dtype=np.float64))

@@ -501,8 +501,7 @@ class TaskLoss(nn.Module):
                 loss = F.cross_entropy(z, code, reduction="none", label_smoothing=eps)
             if self.weighted:
                 loss = loss * getattr(self, f"class_weights_{t}")[code]
-            # the loss of a labelled image times 1 is itself; of a missing one, 0
-            total = total + loss * (y != MISSING).to(loss.dtype) * self.scales[t]
+            total = total + loss.masked_fill(y == MISSING, 0.0) * self.scales[t]
         return total
 
     def codes(self, logits: torch.Tensor) -> torch.Tensor:

@@ -92,14 +92,22 @@ def write_report(path, results, evidence: Evidence, *, verbose: bool = True) -> 
               disable=not verbose, file=sys.stderr) as bar:
         for (anchor, title), step in zip(SECTIONS, steps):
             bar.set_postfix_str(title)
+            try:
+                body = step(results, evidence)
+            except Exception as exc:  # one section must not cost the run its report
+                body = (f'<p class="note">This section could not be drawn: '
+                        f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
             parts.append(f'<section id="{anchor}">\n<h2>{html.escape(title)}</h2>\n'
-                         f"{step(results, evidence)}\n</section>")
+                         f"{body}\n</section>")
             bar.update()
     page = _page(results, "\n".join(parts))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False,
                                      encoding="utf-8") as f:
         f.write(page)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # as a file opened for writing would be
     os.replace(f.name, path)
     return path
 
@@ -248,6 +256,12 @@ def _mistakes(results, evidence) -> str:
     folds = np.concatenate([[f] * len(evidence.tests[f]) for f in evidence.folds_of("fine_tuned")])
 
     def heatmaps(positions, predicted):
+        try:
+            return fold_heatmaps(positions, predicted)
+        except ValueError:  # a network without a spatial map to explain
+            return None
+
+    def fold_heatmaps(positions, predicted):
         # each image explained by the model of the fold it was tested in
         maps = [None] * len(positions)
         for f in np.unique(folds[positions]):

@@ -415,6 +415,8 @@ def _run_models(models, inputs, y_all, folds, cv, sizes, settings, seed, n_class
                                                     settings, n_classes)
                 row.update(scored)
                 if keep and n == sizes[-1]:
+                    if name != "fine_tuned":  # the report explains the fine-tuned one only
+                        prediction.model = None
                     kept[name, f] = prediction
                 last_fit[name] = (len(sub), row["fit_s"])
                 rows.append(row)

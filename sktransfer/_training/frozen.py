@@ -108,7 +108,7 @@ class FrozenOutputs:
             local = torch.empty((n_views, share.stop - share.start, *shape), dtype=dtype)
 
             def write(v, positions, out):
-                local[v, torch.as_tensor(positions)] = out
+                local[v, torch.as_tensor(positions)] = out.to(dtype)
 
             with bar:
                 frozen.fill(source, indices[share], views, feed, write, progress=bar)
@@ -118,6 +118,9 @@ class FrozenOutputs:
             return None
 
         def write(v, positions, out):
+            # the dtype of the probe (an engine that falls back to torch
+            # mid-fit may hand over another)
+            out = out.to(dtype)
             out = out.view(torch.int16) if dtype == torch.bfloat16 else out
             data[v, share.start + np.asarray(positions)] = out.numpy()
 
@@ -140,11 +143,11 @@ def _mapped(shape, dtype: np.dtype, nbytes: int, budget: int, directory, process
     """A writable ``numpy.memmap`` of ``shape`` in a file that has no name on
     disk once every process has it open; ``None`` (and a warning) where the
     disk cannot hold it, or the processes share no file system."""
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", processes.world))
-    if processes.distributed and local_world != processes.world and directory is None:
-        _warn(owner, nbytes, budget, "the processes of this fit run on several machines, "
-              "which share no temporary directory: pass memory= on a file system they all "
-              "see to keep them there")
+    if processes.distributed and not processes.on_one_machine():
+        # a mapped file is not kept coherent between machines, even on a
+        # shared file system
+        _warn(owner, nbytes, budget, "and the processes of this fit run on several "
+              "machines, which cannot share one mapped file")
         return None
     directory = os.fspath(directory) if directory is not None else tempfile.gettempdir()
 
@@ -159,17 +162,24 @@ def _mapped(shape, dtype: np.dtype, nbytes: int, budget: int, directory, process
         return None
     if not processes.distributed:
         with tempfile.TemporaryFile(dir=directory, prefix="sktransfer-fit-") as f:
-            f.truncate(nbytes)
+            if not _allocate(f, nbytes):
+                _warn(owner, nbytes, budget, f"and the free space of {directory}")
+                return None
             # the mapping keeps the (nameless) file alive after it is closed
             return np.memmap(f, dtype=dtype, mode="r+", shape=shape)
 
     def create():
         fd, path = tempfile.mkstemp(dir=directory, prefix="sktransfer-fit-")
         with os.fdopen(fd, "wb") as f:
-            f.truncate(nbytes)
+            if not _allocate(f, nbytes):
+                os.remove(path)
+                return None
         return path
 
     path = processes.main_decides(create)
+    if path is None:
+        _warn(owner, nbytes, budget, f"and the free space of {directory}")
+        return None
     try:
         data = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
     finally:
@@ -179,12 +189,40 @@ def _mapped(shape, dtype: np.dtype, nbytes: int, budget: int, directory, process
     return data
 
 
+def _allocate(f, nbytes: int) -> bool:
+    """Reserve the file's blocks now: a disk that fills while the mapping is
+    written would kill the process (SIGBUS) instead of raising."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        else:
+            f.truncate(nbytes)
+    except OSError:
+        return False
+    return True
+
+
 def _warn(owner: str, nbytes: int, budget: int, why: str) -> None:
     warnings.warn(
         f"{owner}: the frozen part's outputs of this fit take {_size(nbytes)}, more than "
         f"working_memory ({_size(budget)}) {why}; they are computed batch by batch in every "
         "epoch instead: the same training, slower. Raise sklearn.set_config(working_memory="
-        "MiB), or free disk space.", UserWarning, stacklevel=4)
+        "MiB), or free disk space.", UserWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning raised here that points at the code
+    which called the estimator (past sktransfer's, scikit-learn's and the
+    standard library's frames)."""
+    import sklearn
+
+    import sktransfer
+
+    inside = tuple(os.path.dirname(m.__file__) + os.sep for m in (sktransfer, sklearn, os))
+    frame, level = sys._getframe(2), 2  # _warn's caller
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _on_device(outputs: torch.Tensor, device: torch.device) -> torch.Tensor:
