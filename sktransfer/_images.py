@@ -336,14 +336,15 @@ def _check_pixels(X: np.ndarray, single: bool) -> None:
     if kind not in "uif":
         raise TypeError(f"pixel dtype {X.dtype} is not numeric")
     if kind == "f":
-        flat = X.reshape(X.shape[0], -1)
-        finite = np.isfinite(flat).all(axis=1)
+        # per image, a chunk of images at a time: the array is read in place,
+        # never copied or converted whole
+        finite, lo, hi = _per_image(X, lambda c: np.isfinite(c).all(axis=1),
+                                    lambda c: c.min(axis=1), lambda c: c.max(axis=1))
         if not finite.all():
             if single:
                 raise ValueError("contains NaN or infinity")
             bad = np.flatnonzero(~finite)
             raise ImageError([(int(i), "array", "contains NaN or infinity") for i in bad])
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
         out = (lo < 0) | (hi > 1)
         if out.any():
             msg = (
@@ -362,6 +363,23 @@ def _check_pixels(X: np.ndarray, single: bool) -> None:
                 f"integer pixels{where} must be uint8, uint16 or lie in [0, 255] "
                 f"(got {X.dtype} with min {lo}, max {hi})"
             )
+
+
+#: Bytes of pixels :func:`_per_image` looks at at once.
+CHUNK_BYTES = 16 << 20
+
+
+def _per_image(X: np.ndarray, *reductions):
+    """Each of ``reductions`` (of a ``(k, pixels)`` chunk, one value per image)
+    over every image of ``X``, reading ``CHUNK_BYTES`` of it at a time."""
+    per_image = max(1, X[0].nbytes)
+    step = max(1, CHUNK_BYTES // per_image)
+    outs = [[] for _ in reductions]
+    for start in range(0, len(X), step):
+        chunk = X[start:start + step].reshape(min(step, len(X) - start), -1)
+        for out, reduce in zip(outs, reductions):
+            out.append(reduce(chunk))
+    return [np.concatenate(out) for out in outs]
 
 
 # --------------------------------------------------------------------------

@@ -204,3 +204,25 @@ def test_image_errors_and_warnings_pickle_with_their_problems():
     assert again.problems == error.problems and str(again) == str(error)
     warning = pickle.loads(pickle.dumps(ImageWarning("bad", error.problems)))
     assert warning.problems == error.problems and str(warning) == "bad"
+
+
+def test_an_array_of_images_is_checked_in_place():
+    """A float stack is validated a chunk of images at a time: no copy and no
+    full-size temporary (the NaN and range checks once allocated one)."""
+    import tracemalloc
+
+    from sktransfer._images import check_images
+
+    X = np.random.default_rng(0).random((150, 256, 256, 3), dtype=np.float32)  # 112 MiB
+    tracemalloc.start()
+    source = check_images(X)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10 * 2**20, peak  # a full-size boolean temporary alone: 28 MiB
+    assert source.items is X or np.shares_memory(source.items, X)
+    X[7, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        check_images(X)
+    X[7, 0, 0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        check_images(X)
