@@ -46,7 +46,7 @@ def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     To a GPU from page-locked memory, so the copy runs while the CPU
     prepares the next batch.
     """
-    if device.type == "cuda" and not batch.is_pinned():
+    if device.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
         batch = batch.pin_memory()
     return batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
@@ -71,8 +71,9 @@ def run(source: ImageSource, indices: Sequence[int], *, preprocess: Preprocess,
     Unreadable images follow :func:`~sktransfer._inputs.iter_batches`
     (``skipped``). ``progress`` (a tqdm bar) advances by each batch's size.
     """
+    # On a GPU the decoded pixels cross as they are and are resized there.
     for pos, batch in iter_batches(source, indices, batch_size, preprocess, n_jobs,
-                                   skipped=skipped):
+                                   skipped=skipped, device=torch.device(device)):
         if fn is None:
             outputs = [apply_view(batch, v) for v in views]
         else:

@@ -38,15 +38,25 @@ class Preprocess:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.interpolation = interpolation
 
-    def resize(self, images: list) -> torch.Tensor:
-        """Decoded images -> ``(n, 3, size, size)`` float batch in [0, 1]."""
-        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32)
+    def resize(self, images: list, device: torch.device | None = None) -> torch.Tensor:
+        """Decoded images -> ``(n, 3, size, size)`` float batch in [0, 1].
+
+        With a CUDA ``device``, each group of equally sized images crosses to
+        it as decoded (uint8: a quarter of the bytes of float32) and is
+        converted and resized there; the batch is returned on the device.
+        """
+        cuda = device is not None and torch.device(device).type == "cuda"
+        out = torch.empty((len(images), 3, self.size, self.size), dtype=torch.float32,
+                          device=device if cuda else None)
         groups: dict = {}
         for i, t in enumerate(images):
             groups.setdefault((tuple(t.shape), t.dtype), []).append(i)
         mode = _INTERPOLATION[self.interpolation]
         for (shape, _), idx in groups.items():
-            x = torch.from_numpy(to_unit_float(np.stack([images[i] for i in idx])))
+            if cuda:
+                x = _unit_float_on(np.stack([images[i] for i in idx]), device)
+            else:
+                x = torch.from_numpy(to_unit_float(np.stack([images[i] for i in idx])))
             if shape[1:] != (self.size, self.size):
                 smooth = mode in ("bilinear", "bicubic")
                 x = F.interpolate(
@@ -58,21 +68,38 @@ class Preprocess:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Per-channel ``(x - mean) / std`` of a batch in [0, 1], in place."""
+        if x.device.type != "cpu":
+            return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
         return x.sub_(self.mean).div_(self.std)
 
     def __call__(self, images: list) -> torch.Tensor:
         return self.normalize(self.resize(images))
 
 
+def _unit_float_on(stack: np.ndarray, device) -> torch.Tensor:
+    """A stack of decoded pixels on ``device`` as float32 in [0, 1], converted
+    there (what :func:`~sktransfer._images.to_unit_float` does on the CPU)."""
+    x = torch.from_numpy(stack)
+    if x.dtype == torch.uint16:  # no uint16 arithmetic on CUDA
+        x = x.to(torch.int32)
+    x = x.pin_memory().to(device, non_blocking=True)
+    if stack.dtype == np.uint8:
+        return x.float() / 255
+    if stack.dtype == np.uint16:
+        return x.float() / 65535
+    return x.float()
+
+
 def iter_batches(source: ImageSource, indices, batch_size,
                  preprocess: Preprocess, n_jobs: int | None = None, skipped=None,
-                 normalize: bool = True):
+                 normalize: bool = True, device: torch.device | None = None):
     """Yield ``(positions, batch)`` for ``indices`` of ``source``.
 
     ``batch_size``: an int, or the size of each batch in turn (summing to
     ``len(indices)``). ``positions`` are offsets into ``indices`` of the images in ``batch``, a
     ``(n, 3, size, size)`` float tensor, normalised, or in [0, 1] when
-    ``normalize`` is False.
+    ``normalize`` is False; on a CUDA ``device``, resized and normalised
+    there (:meth:`Preprocess.resize`), else on the CPU.
     Images are decoded in a thread pool of ``n_jobs`` workers (decoders
     release the GIL), one batch ahead of the consumer. Memory is bounded by
     two batches, never by ``len(indices)``.
@@ -107,7 +134,7 @@ def iter_batches(source: ImageSource, indices, batch_size,
                 continue
             keep = [(p, t) for p, (t, err) in zip(chunk, results) if err is None]
             if keep:
-                batch = preprocess.resize([t for _, t in keep])
+                batch = preprocess.resize([t for _, t in keep], device)
                 yield (np.array([p for p, _ in keep]),
                        preprocess.normalize(batch) if normalize else batch)
     if skipped is not None:

@@ -67,6 +67,26 @@ def test_gpu_and_cpu_features_agree_in_float32(data):
 
 @pytest.mark.cuda
 @on_gpu
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_decoded_pixels_are_resized_on_the_gpu_as_on_the_cpu(dtype):
+    """On a GPU, decoded pixels cross as they are (uint8: a quarter of the
+    bytes) and are converted and resized there: within float rounding of the
+    CPU's batch, grayscale and colour alike."""
+    from sktransfer._inputs import Preprocess
+
+    rng = np.random.default_rng(0)
+    top = {np.uint8: 255, np.uint16: 65535, np.float32: 1}[dtype]
+    images = [(rng.random(shape) * top).astype(dtype)
+              for shape in [(3, 40, 50), (1, 40, 50), (3, 40, 50), (3, 20, 20)]]
+    pre = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    on_cpu = pre.normalize(pre.resize(images))
+    on_gpu_ = pre.normalize(pre.resize(images, torch.device("cuda")))
+    assert on_gpu_.is_cuda
+    np.testing.assert_allclose(on_gpu_.cpu().numpy(), on_cpu.numpy(), atol=1e-4)
+
+
+@pytest.mark.cuda
+@on_gpu
 def test_fp16_with_loss_scaling_where_the_gpu_has_no_bf16(data, monkeypatch):
     X, y = data
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)

@@ -114,7 +114,7 @@ class TrainingData(torch.utils.data.Dataset):
         feed = self.feed
         for b, (pos, batch) in enumerate(iter_batches(
                 self.source, self.indices[order], sizes, feed.preprocess, feed.n_jobs,
-                normalize=False)):
+                normalize=False, device=None if self.augment is not None else feed.device)):
             chunk = order[pos]
             batch = self._view(batch, views[pos])
             x = _inference.to_device(feed.preprocess.normalize(batch), feed.device)
@@ -147,7 +147,7 @@ class TrainingData(torch.utils.data.Dataset):
         if self.augment is not None:
             return torch.stack([self.augment(img).clamp(0, 1) for img in batch])
         for v in np.unique(views):
-            mask = torch.as_tensor(views == v)
+            mask = torch.as_tensor(views == v, device=batch.device)
             batch[mask] = _inference.apply_view(batch[mask], self.views[v])
         return batch
 
