@@ -198,6 +198,10 @@ def run_scale(sizes):
             shutil.rmtree(root)
 
 
+def _change(mib):
+    return f"grew by {mib:,.0f} MiB" if mib >= 0 else f"fell by {-mib:,.0f} MiB"
+
+
 def render(payload=None, write=True) -> str:
     """``results/scale.md`` from ``payload`` (default: ``scale.json``)."""
     import numpy as np
@@ -218,11 +222,11 @@ def render(payload=None, write=True) -> str:
         if len(rows) >= 2:
             lo, hi = min(rows), max(rows)
             name = "the default working_memory" if bound is None else f"working_memory={bound}"
-            growth.append(f"- {name}: the peak of the process's own memory grew by "
-                          f"{rows[hi]['peak_anon_mib'] - rows[lo]['peak_anon_mib']:,.0f} MiB "
-                          f"from {lo:,} to {hi:,} training images (its resident set, mapped "
-                          f"file pages included, by "
-                          f"{rows[hi]['peak_rss_mib'] - rows[lo]['peak_rss_mib']:,.0f} MiB).")
+            own = rows[hi]["peak_anon_mib"] - rows[lo]["peak_anon_mib"]
+            rss = rows[hi]["peak_rss_mib"] - rows[lo]["peak_rss_mib"]
+            growth.append(f"- {name}: from {lo:,} to {hi:,} training images the peak of the "
+                          f"process's own memory {_change(own)} (its resident set, mapped "
+                          f"file pages included, {_change(rss)}).")
     same = []
     for n in dict.fromkeys(r["n"] for r in memory):
         pair = [r for r in memory if r["n"] == n]

@@ -49,6 +49,7 @@ def pages() -> dict:
     import bench_overhead
     import bench_parallel
     import bench_reproducibility
+    import bench_scale
     import bench_transfer
     import bench_trunk
     import fresh_splits
@@ -90,6 +91,7 @@ def pages() -> dict:
                 _json("distributed.json"), _json("gpu_check.json"))),
         "benchmarks/results/readme_main_job.md": readme_main_job.render(write=False),
         "benchmarks/results/overhead.md": bench_overhead.render(write=False),
+        "benchmarks/results/scale.md": bench_scale.render(write=False),
         "README.md": seed_claims.readme_with_summary((ROOT / "README.md").read_text(),
                                                      summary),
         "docs/results.md": seed_claims.results_page((ROOT / "docs" / "results.md").read_text(),
